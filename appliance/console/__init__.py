@@ -1,0 +1,44 @@
+"""The central console: a Flask app (fleet pages, auth) and the MQTT ingest worker.
+
+`create_app(config)` builds the web app; `ingest.Ingest(config, db)` fills the database it reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from appliance import paths
+from appliance.config import Config
+from appliance.console import auth, db, fleet
+from appliance.secrets import ensure_secret
+from appliance.webutil import install_security
+
+
+def create_app(config: Config, test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(
+        __name__,
+        template_folder=str(paths.templates("console")),
+        static_folder=str(paths.static("console")),
+        static_url_path="/static",
+    )
+    secret_file = config.console.secret_key_file or (
+        config.appliance.state_dir / "secrets" / "console-secret-key"
+    )
+    app.config.update(
+        SECRET_KEY=ensure_secret(secret_file, "console.secret_key_file"),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.console.cookie_secure,
+        SESSION_COOKIE_NAME="console_session",
+        PERMANENT_SESSION_LIFETIME=12 * 3600,
+        APPLIANCE_CONFIG=config,
+    )
+    if test_config:
+        app.config.update(test_config)
+    db.init_app(app, config.console_database_path)
+    install_security(app, csrf=True)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(fleet.bp)
+    return app

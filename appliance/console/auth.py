@@ -1,0 +1,88 @@
+"""Admin accounts and sign-in. Every console page except sign-in and /healthz needs a session."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlite_utils
+from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from appliance.console.db import get_db
+
+bp = Blueprint("auth", __name__)
+
+MIN_PASSWORD_LENGTH = 12
+# Checked against when the user does not exist, so a wrong name costs as long as a wrong password.
+_DUMMY_HASH = generate_password_hash("not-a-real-password")
+
+
+class UserError(ValueError):
+    pass
+
+
+def set_password(db: sqlite_utils.Database, username: str, password: str) -> None:
+    """Create the admin or replace their password."""
+    if not username or len(username) > 64 or not username.isprintable():
+        raise UserError("user name must be 1-64 printable characters")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    db.execute(
+        "INSERT INTO users (username, password_hash, created_at) VALUES (?, ?, ?) "
+        "ON CONFLICT(username) DO UPDATE SET password_hash = excluded.password_hash",
+        [username, generate_password_hash(password), time.time()],
+    )
+
+
+def verify(db: sqlite_utils.Database, username: str, password: str) -> bool:
+    row = db.execute("SELECT password_hash FROM users WHERE username = ?", [username]).fetchone()
+    ok = check_password_hash(row[0] if row else _DUMMY_HASH, password)
+    return bool(row) and ok
+
+
+def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if g.get("user") is None:
+            if request.accept_mimetypes.best == "application/json" or request.path.startswith("/api/"):
+                return {"error": "sign in required"}, 401
+            return redirect(url_for("auth.login", next=request.path))
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+@bp.before_app_request
+def load_user() -> None:
+    g.user = session.get("user")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    if request.method == "POST":
+        username = request.form.get("username", "")
+        password = request.form.get("password", "")
+        if verify(get_db(), username, password):
+            token = session.get("csrf_token")
+            session.clear()  # a fresh session on sign-in: no fixation
+            session["user"] = username
+            if token:
+                session["csrf_token"] = token
+            session.permanent = True
+            target = request.args.get("next", "")
+            # Only local paths: never an open redirect off the console.
+            if not target.startswith("/") or target.startswith("//"):
+                target = url_for("fleet.index")
+            return redirect(target)
+        flash("Wrong user name or password.")
+        return render_template("login.html"), 401
+    return render_template("login.html")
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    session.clear()
+    return redirect(url_for("auth.login"))

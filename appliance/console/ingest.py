@@ -1,0 +1,124 @@
+"""The console's ingest worker: MQTT messages from the fleet into the console database.
+
+`Ingest.handle()` is the whole decision for one message and needs no broker, so tests feed it
+bytes directly. `Ingest.run()` adds the MQTT session. A malformed message is rejected, counted
+per (device, kind, reason) and logged the first time only; ingest carries on with the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+import sqlite_utils
+
+from appliance.config import ID_PATTERN, Config
+from appliance.console import records
+from appliance.console.presence import INGEST_HEARTBEAT_S
+from appliance.console.schema import MIGRATIONS
+from appliance.fleet import payloads
+from appliance.fleet.session import MqttSession, make_client
+from appliance.fleet.topics import STATUS, TELEMETRY, Topics
+from appliance.store import migrate
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_S = 3600
+
+
+class Ingest:
+    def __init__(
+        self,
+        config: Config,
+        db: sqlite_utils.Database,
+        *,
+        clock: Callable[[], float] = time.time,
+        client: mqtt.Client | None = None,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.clock = clock
+        self.topics = Topics(config.mqtt.topic_root)
+        migrate(db, "console", MIGRATIONS)
+        self.client = client or make_client(
+            config.mqtt, client_id=f"console-ingest-{config.appliance.id}"
+        )
+        self.client.on_message = self._on_message
+        self.session = MqttSession(
+            self.client, config.mqtt, on_connected=self._subscribe, name="ingest"
+        )
+        self.accepted = 0
+        self.rejected = 0
+
+    def handle(self, topic: str, payload: bytes) -> bool:
+        """Process one message; True if stored, False if ignored or rejected."""
+        now = self.clock()
+        parsed = self.topics.parse(topic)
+        if parsed is None:
+            return self._reject("(unknown)", "(unknown)", "topic outside the device tree", now)
+        device_id, kind = parsed
+        if not ID_PATTERN.match(device_id):
+            return self._reject("(invalid)", kind, "invalid device id", now)
+        try:
+            if kind == STATUS:
+                if not payload:
+                    return False  # a cleared retained status: nothing to record
+                stored = records.record_status(
+                    self.db, device_id, payloads.parse_status(payload), now
+                )
+            elif kind == TELEMETRY:
+                records.record_telemetry(
+                    self.db, device_id, payloads.parse_telemetry(payload), now
+                )
+                stored = True
+            else:
+                return self._reject(device_id, kind[:40], "unknown message kind", now)
+        except payloads.PayloadError as exc:
+            return self._reject(device_id, kind, exc.reason, now)
+        if stored:
+            self.accepted += 1
+        return stored
+
+    def _reject(self, device_id: str, kind: str, reason: str, now: float) -> bool:
+        self.rejected += 1
+        if records.record_reject(self.db, device_id, kind, reason, now):
+            # Logged once per (device, kind, reason): a broken agent must not flood the log.
+            log.warning("rejected %s message from %s: %s (further ones are only counted)",
+                        kind, device_id, reason)
+        return False
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self.handle(msg.topic, msg.payload)
+        except Exception:
+            # A database error must not take ingest down; the message is lost, the worker is not.
+            log.exception("ingest failed for a message on %s", msg.topic)
+
+    def _subscribe(self) -> None:
+        self.client.subscribe(self.topics.all_devices(), qos=1)
+        records.set_ingest_state(self.db, broker_connected=1, broker_since=self.clock())
+
+    def run(self, stop: threading.Event) -> None:
+        records.set_ingest_state(self.db, broker_connected=0, broker_since=self.clock())
+        next_heartbeat = 0.0
+        next_prune = 0.0
+        was_connected = False
+        try:
+            while not stop.is_set():
+                self.session.poll(timeout=0.5)
+                now = self.clock()
+                if was_connected and not self.session.connected:
+                    records.set_ingest_state(self.db, broker_connected=0, broker_since=now)
+                was_connected = self.session.connected
+                if now >= next_heartbeat:
+                    records.set_ingest_state(self.db, heartbeat=now)
+                    next_heartbeat = now + INGEST_HEARTBEAT_S
+                if now >= next_prune:
+                    records.prune_history(self.db, self.config.console.history_days, now)
+                    next_prune = now + PRUNE_EVERY_S
+        finally:
+            self.session.close()
+            records.set_ingest_state(self.db, broker_connected=0, heartbeat=0)

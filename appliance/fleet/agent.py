@@ -1,0 +1,221 @@
+"""The appliance's agent: samples health on a fixed interval and reports it over MQTT.
+
+Samples go to the local SQLite outbox first and to the broker second, so an outage loses nothing:
+while the broker is away the agent keeps sampling, and once it is back the backlog is sent oldest
+first after the live sample. Presence is a retained `status` with a Last Will; a per-attempt
+session counter lets the console discard a Will that arrives after the next birth.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+import sqlite_utils
+
+from appliance import __version__
+from appliance.config import Config
+from appliance.fleet import health, payloads
+from appliance.fleet.backoff import Backoff
+from appliance.fleet.session import MqttSession, make_client
+from appliance.fleet.topics import Topics
+from appliance.store import Migration, migrate
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = [
+    Migration(
+        1,
+        "agent state and health outbox",
+        """
+        CREATE TABLE agent_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        CREATE TABLE health_outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts INTEGER NOT NULL,
+            payload BLOB NOT NULL,
+            published INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX health_outbox_unpublished ON health_outbox (published, seq);
+        """,
+    )
+]
+
+BACKLOG_BATCH = 50
+
+
+class Agent:
+    """Build with a Config and an open database; `run(stop)` until `stop` is set."""
+
+    def __init__(
+        self,
+        config: Config,
+        db: sqlite_utils.Database,
+        *,
+        collect: Callable[[], dict[str, float | None]] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        client: mqtt.Client | None = None,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.device_id = config.appliance.id
+        self.topics = Topics(config.mqtt.topic_root)
+        self.collect = collect or (lambda: health.collect(config.appliance.state_dir))
+        self.wall_clock = wall_clock
+        migrate(db, "fleet.agent", MIGRATIONS)
+        self.client = client or make_client(config.mqtt, client_id=self.device_id)
+        self.client.on_publish = self._handle_publish
+        self.session = MqttSession(
+            self.client,
+            config.mqtt,
+            on_connected=self._publish_birth,
+            before_connect=self._arm_will,
+            backoff=Backoff(cap=config.agent.backoff_max),
+            name=f"agent {self.device_id}",
+        )
+        self.session_counter = self._state("session")
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
+        self._backlog_from = 0
+
+    # -- local state ---------------------------------------------------------------------------
+    def _state(self, key: str) -> int:
+        row = self.db.execute("SELECT value FROM agent_state WHERE key = ?", [key]).fetchone()
+        return int(row[0]) if row else 0
+
+    def _set_state(self, key: str, value: int) -> None:
+        self.db.execute(
+            "INSERT INTO agent_state (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )
+
+    def _now_ms(self) -> int:
+        return int(self.wall_clock() * 1000)
+
+    # -- MQTT hooks ----------------------------------------------------------------------------
+    def _arm_will(self) -> None:
+        # A new counter for every CONNECT attempt, persisted first: a Will from an older
+        # connection can then never be mistaken for the current one.
+        self.session_counter += 1
+        self._set_state("session", self.session_counter)
+        self.client.will_set(
+            self.topics.status(self.device_id),
+            payloads.will(self.session_counter),
+            qos=1,
+            retain=True,
+        )
+        # Messages queued in paho for a dead socket are re-sent from the outbox instead.
+        self._inflight.clear()
+
+    def _publish_birth(self) -> None:
+        self.client.publish(
+            self.topics.status(self.device_id),
+            payloads.birth(
+                self.session_counter,
+                self._now_ms(),
+                __version__,
+                self.config.appliance.name or self.device_id,
+                self.config.agent.interval,
+            ),
+            qos=1,
+            retain=True,
+        )
+        self._backlog_from = 0
+
+    def _handle_publish(self, client: mqtt.Client, userdata: object, mid: int,
+                        reason_code: object, properties: object) -> None:
+        seq = self._inflight.pop(mid, None)
+        if seq is not None and not getattr(reason_code, "is_failure", False):
+            self.db.execute("UPDATE health_outbox SET published = 1 WHERE seq = ?", [seq])
+
+    # -- sampling ------------------------------------------------------------------------------
+    def sample(self) -> int:
+        """Collect one sample into the outbox; return its sequence number."""
+        ts = self._now_ms()
+        metrics = self.collect()
+        cursor = self.db.execute(
+            "INSERT INTO health_outbox (ts, payload) VALUES (?, ?)",
+            [ts, b""],
+        )
+        seq = int(cursor.lastrowid or 0)
+        self.db.execute(
+            "UPDATE health_outbox SET payload = ? WHERE seq = ?",
+            [payloads.telemetry(seq, ts, metrics), seq],
+        )
+        return seq
+
+    def _send(self, seq: int, payload: bytes) -> None:
+        info = self.client.publish(self.topics.telemetry(self.device_id), payload, qos=1)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            self._inflight[info.mid] = seq
+
+    def _send_live(self, seq: int) -> None:
+        if not self.session.connected:
+            return
+        row = self.db.execute("SELECT payload FROM health_outbox WHERE seq = ?", [seq]).fetchone()
+        self._send(seq, row[0])
+
+    def _send_backlog(self) -> None:
+        """Send a batch of unpublished samples, oldest first, not already in flight."""
+        if not self.session.connected or len(self._inflight) >= BACKLOG_BATCH:
+            return
+        rows = self.db.execute(
+            "SELECT seq, payload FROM health_outbox WHERE published = 0 AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            [self._backlog_from, BACKLOG_BATCH],
+        ).fetchall()
+        inflight = set(self._inflight.values())
+        for seq, payload in rows:
+            if seq not in inflight:
+                self._send(seq, payload)
+            self._backlog_from = seq
+
+    def prune(self) -> None:
+        """Drop samples past retention, published or not: the outbox must not fill the SD card."""
+        cutoff = self._now_ms() - self.config.agent.retention_hours * 3600 * 1000
+        self.db.execute("DELETE FROM health_outbox WHERE ts < ?", [cutoff])
+
+    def unpublished(self) -> int:
+        return int(self.db.execute(
+            "SELECT count(*) FROM health_outbox WHERE published = 0"
+        ).fetchone()[0])
+
+    # -- main loop -----------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        interval = self.config.agent.interval
+        next_sample = time.monotonic()
+        next_prune = time.monotonic()
+        log.info("agent %s: reporting every %.1f s to %s:%s", self.device_id, interval,
+                 self.config.mqtt.host, self.config.mqtt.port)
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= next_sample:
+                    seq = self.sample()
+                    self._send_live(seq)
+                    # Skip missed ticks rather than bursting after a stall.
+                    next_sample += interval * max(1, int((now - next_sample) // interval) + 1)
+                if now >= next_prune:
+                    self.prune()
+                    next_prune = now + 3600
+                self._send_backlog()
+                self.session.poll(timeout=min(0.5, max(0.05, next_sample - time.monotonic())))
+        finally:
+            self._say_goodbye()
+
+    def _say_goodbye(self) -> None:
+        """Retained offline status first (a clean DISCONNECT makes the broker drop the Will)."""
+        if self.session.connected:
+            info = self.client.publish(
+                self.topics.status(self.device_id),
+                payloads.goodbye(self.session_counter, self._now_ms()),
+                qos=1,
+                retain=True,
+            )
+            deadline = time.monotonic() + 3.0
+            while not info.is_published() and time.monotonic() < deadline:
+                self.client.loop(timeout=0.1)
+        self.session.close()
+        log.info("agent %s: stopped", self.device_id)

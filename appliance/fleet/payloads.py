@@ -1,0 +1,158 @@
+"""Build and parse the JSON messages of the fleet contract (schema version 1). No I/O.
+
+Parsing is strict: anything that is not exactly what we expect raises `PayloadError` with a short
+reason, which the console counts and logs; nothing unparsed goes further.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA_VERSION = 1
+MAX_PAYLOAD_BYTES = 64 * 1024
+
+# Health metrics a device may send, with the range that makes sense for each.
+METRICS: dict[str, tuple[float, float]] = {
+    "cpu_pct": (0.0, 100.0),
+    "mem_pct": (0.0, 100.0),
+    "disk_pct": (0.0, 100.0),
+    "temp_c": (-60.0, 150.0),
+    "load1": (0.0, 10_000.0),
+    "uptime_s": (0.0, 10 * 365 * 86400.0),
+}
+
+
+class PayloadError(ValueError):
+    """A message that does not follow the contract; `reason` is short and safe to log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Status:
+    """Presence: `online` birth or `offline` (will, shutdown). `session` orders them."""
+
+    state: str
+    session: int
+    reason: str | None = None
+    ts: int | None = None
+    agent: str | None = None
+    name: str | None = None
+    interval: float | None = None
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """One health sample. `seq` is monotonic per device database; metrics may be missing."""
+
+    seq: int
+    ts: int
+    metrics: dict[str, float]
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps({"v": SCHEMA_VERSION, **obj}, separators=(",", ":")).encode()
+
+
+def birth(session: int, ts_ms: int, agent: str, name: str, interval: float) -> bytes:
+    # The interval lets the console tell a silent (wedged) agent from a slow one.
+    return encode({"state": "online", "session": session, "ts": ts_ms, "agent": agent,
+                   "name": name, "interval": interval})
+
+
+def will(session: int) -> bytes:
+    # Fixed at CONNECT time, so it cannot carry a useful timestamp: the console stamps arrival.
+    return encode({"state": "offline", "reason": "lwt", "session": session})
+
+
+def goodbye(session: int, ts_ms: int, reason: str = "shutdown") -> bytes:
+    return encode({"state": "offline", "reason": reason, "session": session, "ts": ts_ms})
+
+
+def telemetry(seq: int, ts_ms: int, metrics: dict[str, float | None]) -> bytes:
+    return encode({"seq": seq, "ts": ts_ms, "m": {k: v for k, v in metrics.items() if v is not None}})
+
+
+def _load(raw: bytes) -> dict[str, Any]:
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadError("too large")
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise PayloadError("not JSON") from None
+    if not isinstance(obj, dict):
+        raise PayloadError("not a JSON object")
+    if obj.get("v") != SCHEMA_VERSION:
+        raise PayloadError("unsupported schema version")
+    return obj
+
+
+def _int(obj: dict[str, Any], key: str, *, required: bool = True, minimum: int = 0) -> int | None:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise PayloadError(f"bad or missing '{key}'")
+    return value
+
+
+def _str(obj: dict[str, Any], key: str, limit: int = 200) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise PayloadError(f"bad '{key}'")
+    return value
+
+
+def parse_status(raw: bytes) -> Status:
+    obj = _load(raw)
+    state = obj.get("state")
+    if state not in ("online", "offline"):
+        raise PayloadError("bad or missing 'state'")
+    session = _int(obj, "session")
+    assert session is not None
+    return Status(
+        state=state,
+        session=session,
+        reason=_str(obj, "reason", 40),
+        ts=_int(obj, "ts", required=False),
+        agent=_str(obj, "agent", 40),
+        name=_str(obj, "name"),
+        interval=_interval(obj),
+    )
+
+
+def _interval(obj: dict[str, Any]) -> float | None:
+    value = obj.get("interval")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.1 <= value <= 86400:
+        raise PayloadError("bad 'interval'")
+    return float(value)
+
+
+def parse_telemetry(raw: bytes) -> Telemetry:
+    obj = _load(raw)
+    seq = _int(obj, "seq")
+    ts = _int(obj, "ts")
+    assert seq is not None and ts is not None
+    m = obj.get("m")
+    if not isinstance(m, dict):
+        raise PayloadError("bad or missing 'm'")
+    metrics: dict[str, float] = {}
+    for key, value in m.items():
+        if key not in METRICS:
+            continue  # newer agents may send more; ignoring keeps old consoles working
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise PayloadError(f"bad metric '{key}'")
+        low, high = METRICS[key]
+        if not low <= value <= high:
+            raise PayloadError(f"metric '{key}' out of range")
+        metrics[key] = float(value)
+    return Telemetry(seq=seq, ts=ts, metrics=metrics)

@@ -1,0 +1,158 @@
+"""An MQTT connection that keeps itself up: jittered reconnects, fresh Will per attempt, one thread.
+
+paho's own reconnect loop has deterministic backoff and fixes the Will at the first CONNECT; we
+drive `Client.loop()` ourselves so every attempt gets a new session counter in its Will and a
+delay with full jitter. Everything runs on the caller's thread: no callback races with our state.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from appliance.config import MqttSection
+from appliance.fleet.backoff import Backoff
+from appliance.secrets import read_secret
+
+log = logging.getLogger(__name__)
+
+# Queued commands survive a short outage of the device; bounded so a dead device's queue expires.
+SESSION_EXPIRY_S = 3600
+
+
+def make_client(mqtt_config: MqttSection, client_id: str) -> mqtt.Client:
+    """A paho client (MQTT 5) with TLS and credentials from the config; not yet connected."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+    )
+    # An exception in one of our callbacks must not kill the connection.
+    client.suppress_exceptions = True
+    client.max_queued_messages_set(1000)
+    if mqtt_config.tls:
+        context = ssl.create_default_context(
+            cafile=str(mqtt_config.ca_file) if mqtt_config.ca_file else None
+        )
+        if mqtt_config.cert_file and mqtt_config.key_file:
+            context.load_cert_chain(str(mqtt_config.cert_file), str(mqtt_config.key_file))
+        client.tls_set_context(context)
+    if mqtt_config.username:
+        password = (
+            read_secret(mqtt_config.password_file, "mqtt.password_file")
+            if mqtt_config.password_file
+            else None
+        )
+        client.username_pw_set(mqtt_config.username, password)
+    return client
+
+
+class MqttSession:
+    """Owns one client's connection life cycle. Call `poll()` from one thread, often."""
+
+    def __init__(
+        self,
+        client: mqtt.Client,
+        mqtt_config: MqttSection,
+        *,
+        on_connected: Callable[[], None] = lambda: None,
+        before_connect: Callable[[], None] = lambda: None,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        name: str = "mqtt",
+    ) -> None:
+        self.client = client
+        self.config = mqtt_config
+        self.on_connected = on_connected
+        self.before_connect = before_connect
+        self.backoff = backoff or Backoff()
+        self.clock = clock
+        self.name = name
+        self.connected = False
+        self.connects = 0
+        self.failures = 0
+        self._socket_open = False
+        self._retry_at = 0.0
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+
+    # paho callbacks (run inside client.loop(), i.e. on our thread)
+    def _handle_connect(self, client: mqtt.Client, userdata: object, flags: object,
+                        reason_code: object, properties: object) -> None:
+        if getattr(reason_code, "is_failure", False):
+            log.warning("%s: broker refused connection: %s", self.name, reason_code)
+            self._drop()
+            return
+        self.connected = True
+        self.connects += 1
+        if self.failures:
+            log.info("%s: connected to %s:%s after %d failed attempts",
+                     self.name, self.config.host, self.config.port, self.failures)
+        else:
+            log.info("%s: connected to %s:%s", self.name, self.config.host, self.config.port)
+        self.failures = 0
+        self.backoff.reset()
+        self.on_connected()
+
+    def _handle_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
+                           reason_code: object, properties: object) -> None:
+        if self.connected:
+            log.warning("%s: disconnected from broker (%s)", self.name, reason_code)
+        self._drop()
+
+    def _drop(self) -> None:
+        self.connected = False
+        self._socket_open = False
+        self._schedule_retry()
+
+    def _schedule_retry(self) -> None:
+        delay = min(self.backoff.next_delay(), 10.0 * self.config.keepalive)
+        self._retry_at = self.clock() + delay
+        self.failures += 1
+        level = logging.WARNING if self.failures == 1 else logging.DEBUG
+        log.log(level, "%s: broker %s:%s unreachable; retrying in %.1f s (attempt %d)",
+                self.name, self.config.host, self.config.port, delay, self.failures)
+
+    def poll(self, timeout: float = 0.5) -> None:
+        """Connect if due, then process network traffic for up to `timeout` seconds."""
+        if not self._socket_open:
+            wait = self._retry_at - self.clock()
+            if wait > 0:
+                time.sleep(min(wait, timeout))
+                return
+            self._try_connect()
+            if not self._socket_open:
+                return
+        rc = self.client.loop(timeout=timeout)
+        if rc != mqtt.MQTT_ERR_SUCCESS and self._socket_open:
+            self._drop()
+
+    def _try_connect(self) -> None:
+        self.before_connect()
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        try:
+            self.client.connect(
+                self.config.host,
+                self.config.port,
+                keepalive=self.config.keepalive,
+                clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                properties=properties,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            log.debug("%s: connect failed: %s", self.name, exc)
+            self._schedule_retry()
+            return
+        self._socket_open = True
+
+    def close(self) -> None:
+        if self._socket_open:
+            self.client.disconnect()
+            self.client.loop(timeout=0.2)
+        self.connected = False
+        self._socket_open = False

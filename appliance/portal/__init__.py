@@ -1,0 +1,33 @@
+"""The student portal: the page every device on the classroom Wi-Fi lands on.
+
+It holds no admin surface at all: admin pages live on the console, on another network. Later
+capabilities (content library, Moodle mirror, captive-portal probes, block page) arrive as
+blueprints registered here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from appliance import paths
+from appliance.config import Config
+from appliance.portal import landing
+from appliance.webutil import install_security
+
+
+def create_app(config: Config, test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(
+        __name__,
+        template_folder=str(paths.templates("portal")),
+        static_folder=str(paths.static("portal")),
+        static_url_path="/static",
+    )
+    app.config.update(APPLIANCE_CONFIG=config)
+    if test_config:
+        app.config.update(test_config)
+    # No sessions and no forms for students yet, so no cookie and nothing to forge.
+    install_security(app, csrf=False)
+    app.register_blueprint(landing.bp)
+    return app

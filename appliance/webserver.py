@@ -1,0 +1,56 @@
+"""Run a Flask app factory under gunicorn, in-process, so systemd runs `appliance portal` directly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+
+class _Server(BaseApplication):  # type: ignore[misc]
+    def __init__(self, factory: Callable[[], Any], options: dict[str, Any]) -> None:
+        self.factory = factory
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            # Settings newer gunicorns know and older ones do not are skipped, not fatal.
+            if key in self.cfg.settings:
+                self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return self.factory()
+
+
+def serve(
+    factory: Callable[[], Any],
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    name: str,
+) -> None:
+    """Serve until SIGTERM/SIGINT. Threads let long-lived streams (SSE) share a worker."""
+    _Server(
+        factory,
+        {
+            "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "workers": workers,
+            "threads": threads,
+            "worker_class": "gthread",
+            "proc_name": name,
+            # Requests from students are not logged: no per-device browsing record by default.
+            "accesslog": None,
+            "errorlog": "-",
+            "graceful_timeout": 5,
+            "timeout": 60,
+            "keepalive": 5,
+            # The app is built in each worker, after fork: no shared SQLite connections.
+            "preload_app": False,
+            # gunicorn >= 24 opens a control socket in $HOME, shared by every instance: not ours.
+            "control_socket_disable": True,
+        },
+    ).run()

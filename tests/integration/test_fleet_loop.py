@@ -1,0 +1,175 @@
+"""The fleet loop against a real Mosquitto: agent -> broker -> ingest -> console database."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from appliance import config as config_module
+from appliance.console import records
+from appliance.console.schema import MIGRATIONS
+from appliance.store import migrate, open_db
+from tests.harness.services import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def fleet(console_config):
+    cfg = config_module.load(console_config)
+    db = open_db(cfg.console_database_path)
+    migrate(db, "console", MIGRATIONS)  # the test may look before ingest has started
+    try:
+        snap = records.snapshot(db, fallback_silent_after=cfg.console.offline_after)
+    finally:
+        db.conn.close()
+    return snap
+
+
+def device(console_config, ident):
+    return next((d for d in fleet(console_config)["devices"] if d["id"] == ident), None)
+
+
+def state_of(console_config, ident):
+    d = device(console_config, ident)
+    return (d["state"], d["reason"]) if d else None
+
+
+def wait_state(console_config, ident, state, timeout=15.0, reason=None):
+    def check():
+        s = state_of(console_config, ident)
+        return s is not None and s[0] == state and (reason is None or s[1] == reason)
+
+    wait_for(check, timeout=timeout, what=f"{ident} {state} ({reason or 'any reason'}); "
+             f"last seen {state_of(console_config, ident)}")
+
+
+def count(db, sql):
+    try:
+        return db.execute(sql).fetchone()[0]
+    except sqlite3.OperationalError:  # the agent has not created its tables yet
+        return 0
+
+
+def agent_db(appliance_cfg_path):
+    cfg = config_module.load(appliance_cfg_path)
+    return open_db(cfg.database_path)
+
+
+def test_agent_reports_health_and_presence(appliance_config, console_config, start):
+    start(console_config, "ingest")
+    cfg = appliance_config("school-a")
+    agent = start(cfg, "agent")
+    wait_state(console_config, "school-a", "online")
+    d = wait_for(lambda: (x := device(console_config, "school-a")) and x["health"]["cpu_pct"] is not None
+                 and len(x["history"]) >= 1 and x, what="health")
+    assert 0 <= d["health"]["mem_pct"] <= 100
+    assert d["health"]["uptime_s"] > 0
+    assert d["name"] == "School A"
+
+    # A clean stop says goodbye: offline at once, reason "agent stopped".
+    assert agent.stop() == 0
+    wait_state(console_config, "school-a", "offline", reason="shutdown", timeout=5)
+
+    # Started again: online, with a higher session counter.
+    start(cfg, "agent")
+    wait_state(console_config, "school-a", "online")
+
+
+def test_killed_agent_is_marked_offline_by_its_last_will(appliance_config, console_config, start):
+    start(console_config, "ingest")
+    cfg = appliance_config("school-b")
+    agent = start(cfg, "agent")
+    wait_state(console_config, "school-b", "online")
+    agent.stop(signal.SIGKILL)
+    # keepalive is 2 s in tests; the kernel closes the socket, so the will comes at once.
+    wait_state(console_config, "school-b", "offline", reason="lwt", timeout=5)
+    start(cfg, "agent")
+    wait_state(console_config, "school-b", "online")
+
+
+def test_agent_started_without_broker_keeps_sampling_and_catches_up(
+        broker, appliance_config, console_config, start):
+    broker.stop()
+    cfg = appliance_config("school-c", interval=0.5)
+    agent = start(cfg, "agent")
+    db = agent_db(cfg)
+    wait_for(lambda: count(db, "SELECT count(*) FROM health_outbox") >= 5,
+             what="samples while the broker is down")
+    assert agent.running
+    assert db.execute("SELECT count(*) FROM health_outbox WHERE published = 1").fetchone()[0] == 0
+    start(console_config, "ingest")
+    broker.start()
+    wait_state(console_config, "school-c", "online", timeout=20)
+    # The backlog taken while offline arrives too, and is marked published on the agent.
+    wait_for(lambda: count(db, "SELECT count(*) FROM health_outbox WHERE published = 0") <= 1,
+             timeout=20, what="backlog drained")
+    console_db = open_db(config_module.load(console_config).console_database_path)
+    stored = console_db.execute("SELECT count(*) FROM health WHERE device_id = 'school-c'").fetchone()[0]
+    assert stored >= 5
+    assert "unreachable" in agent.output()
+
+
+def test_broker_restart_shows_offline_then_online(broker, appliance_config, console_config, start):
+    start(console_config, "ingest")
+    start(appliance_config("school-d"), "agent")
+    wait_state(console_config, "school-d", "online")
+    broker.stop()
+    wait_state(console_config, "school-d", "offline", reason="broker", timeout=10)
+    assert fleet(console_config)["ingest"]["broker_connected"] is False
+    broker.start()
+    # Both the agent and the ingest worker reconnect on their own (jittered, capped at 1 s here).
+    wait_state(console_config, "school-d", "online", timeout=20)
+
+
+def test_malformed_payloads_are_rejected_counted_and_ingest_goes_on(
+        broker, appliance_config, console_config, start):
+    ingest = start(console_config, "ingest")
+    wait_for(lambda: fleet(console_config)["ingest"]["broker_connected"], what="ingest connected")
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-garbage", protocol=mqtt.MQTTv5)
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    try:
+        for payload in (b"\x00\xff garbage", b"[]", b'{"v":1,"seq":1,"ts":1,"m":{"cpu_pct":1e9}}'):
+            for _ in range(3):
+                pub.publish("edge/v1/dev/evil-1/tele", payload, qos=1).wait_for_publish(5)
+        pub.publish("edge/v1/dev/evil-1/status", b'{"v":1,"state":"x"}', qos=1).wait_for_publish(5)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    wait_for(lambda: fleet(console_config)["ingest"]["rejected_messages"] == 10, what="10 rejects")
+    log = ingest.output()
+    assert log.count("rejected tele message from evil-1: not JSON") == 1
+    assert log.count("out of range") == 1
+    # Ingest is still alive and stores good messages.
+    start(appliance_config("school-e"), "agent")
+    wait_state(console_config, "school-e", "online")
+    assert ingest.running
+
+
+def test_bad_config_stops_the_service_with_a_clear_error(tmp_path, start):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[appliance]\nid = "x"\n[mqtt]\nport = 99999\n')
+    proc = start(bad, "agent")
+    assert proc.proc.wait(15) != 0
+    assert f"{bad}: mqtt.port: must be a TCP port" in proc.output()
+    assert "Traceback" not in proc.output()
+    missing = start(tmp_path / "missing.toml", "portal")
+    assert missing.proc.wait(15) != 0
+    assert "no such file" in missing.output()
+
+
+def test_session_counter_survives_restarts(appliance_config, console_config, start):
+    start(console_config, "ingest")
+    cfg = appliance_config("school-f")
+    for expected_min in (1, 2):
+        agent = start(cfg, "agent")
+        wait_state(console_config, "school-f", "online")
+        agent.stop()
+        db = agent_db(cfg)
+        session = db.execute("SELECT value FROM agent_state WHERE key = 'session'").fetchone()[0]
+        db.conn.close()
+        assert session >= expected_min

@@ -1,0 +1,89 @@
+"""The README's main job: the lab brings up a whole fleet on loopback and stops it cleanly."""
+
+import json
+import random
+import re
+import signal
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from http.cookiejar import CookieJar
+
+import psutil
+import pytest
+
+from appliance.fleet.broker import port_open
+from tests.harness.services import REPO, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def free_base_port():
+    for _ in range(50):
+        base = random.randrange(20000, 60000, 100)
+        if not any(port_open("127.0.0.1", p) for p in (base, base + 1, base + 11, base + 12)):
+            return base
+    raise RuntimeError("no free port range")
+
+
+def sign_in(base, password):
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    page = opener.open(base + "/login").read().decode()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    opener.open(base + "/login", urllib.parse.urlencode(
+        {"username": "admin", "password": password, "csrf_token": token}).encode())
+    return opener
+
+
+def test_lab_runs_a_fleet_and_stops_cleanly(tmp_path):
+    base_port = free_base_port()
+    lab = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "lab", "--dir", str(tmp_path / "lab"),
+         "--base-port", str(base_port), "--interval", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+    )
+    try:
+        lines = []
+        for line in lab.stdout:
+            lines.append(line)
+            if line.startswith("Try:"):
+                break
+        banner = "".join(lines)
+        console = f"http://127.0.0.1:{base_port + 1}"
+        assert console + "/" in banner
+        assert f"http://127.0.0.1:{base_port + 11}/" in banner
+        assert f"http://127.0.0.1:{base_port + 12}/" in banner
+        password = re.search(r"password: (\S+)", banner).group(1)
+        assert (tmp_path / "lab" / "secrets" / "console-admin-password").stat().st_mode & 0o077 == 0
+
+        # Both portals show their landing page.
+        for n in (1, 2):
+            body = urllib.request.urlopen(f"http://127.0.0.1:{base_port + 10 + n}/").read().decode()
+            assert f"Lab school {n}" in body
+
+        opener = sign_in(console, password)
+
+        def fleet():
+            return json.loads(opener.open(console + "/api/fleet").read())
+
+        wait_for(lambda: fleet()["counts"]["online"] == 2, timeout=20, what="2 appliances online")
+        wait_for(lambda: all(d["health"]["mem_pct"] is not None for d in fleet()["devices"]),
+                 timeout=10, what="live health from both")
+
+        # Stop one appliance's agent: offline within its keepalive window.
+        pid = int(re.search(r"lab-school-2; agent pid (\d+)", banner).group(1))
+        psutil.Process(pid).send_signal(signal.SIGKILL)
+        wait_for(lambda: fleet()["counts"]["online"] == 1, timeout=10, what="one offline")
+        gone = next(d for d in fleet()["devices"] if d["id"] == "lab-school-2")
+        assert gone["state"] == "offline"
+
+        children = psutil.Process(lab.pid).children(recursive=True)
+        assert len(children) >= 6  # broker, ingest, console, portals, agents (+ gunicorn workers)
+    finally:
+        lab.send_signal(signal.SIGINT)
+        out, _ = lab.communicate(timeout=60)
+    assert lab.returncode == 0, out
+    assert "lab: stopped" in out
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
+    assert not port_open("127.0.0.1", base_port)

@@ -1,0 +1,87 @@
+import logging
+
+from appliance.console import records
+from appliance.console.ingest import Ingest
+from appliance.fleet import payloads
+from appliance.store import open_db
+
+
+class Clock:
+    def __init__(self, t=1000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def make(cfg):
+    clock = Clock()
+    db = open_db(cfg.console_database_path)
+    ingest = Ingest(cfg, db, clock=clock)
+    records.set_ingest_state(db, heartbeat=clock.t, broker_connected=1)
+    return ingest, db, clock
+
+
+def device(db, ident):
+    snap = records.snapshot(db, now=1000.5)
+    return next(d for d in snap["devices"] if d["id"] == ident)
+
+
+def test_birth_then_telemetry_shows_live_health(cfg):
+    ingest, db, _ = make(cfg)
+    assert ingest.handle("edge/v1/dev/pi-1/status", payloads.birth(1, 1, "0.1.0", "Pi one", 2.0))
+    assert ingest.handle("edge/v1/dev/pi-1/tele", payloads.telemetry(1, 999_000, {"cpu_pct": 12.0}))
+    d = device(db, "pi-1")
+    assert d["state"] == "online" and d["name"] == "Pi one"
+    assert d["health"]["cpu_pct"] == 12.0
+    assert d["history"][0][1] == 12.0
+
+
+def test_older_sample_does_not_replace_current_health(cfg):
+    ingest, db, _ = make(cfg)
+    ingest.handle("edge/v1/dev/pi-1/tele", payloads.telemetry(2, 999_000, {"cpu_pct": 50.0}))
+    ingest.handle("edge/v1/dev/pi-1/tele", payloads.telemetry(1, 998_000, {"cpu_pct": 10.0}))
+    assert device(db, "pi-1")["health"]["cpu_pct"] == 50.0
+    assert db.execute("SELECT count(*) FROM health").fetchone()[0] == 2
+
+
+def test_duplicate_sample_is_stored_once(cfg):
+    ingest, db, _ = make(cfg)
+    for _ in range(3):
+        ingest.handle("edge/v1/dev/pi-1/tele", payloads.telemetry(1, 999_000, {"cpu_pct": 5.0}))
+    assert db.execute("SELECT count(*) FROM health").fetchone()[0] == 1
+
+
+def test_malformed_messages_are_counted_logged_once_and_ingest_goes_on(cfg, caplog):
+    ingest, db, _ = make(cfg)
+    caplog.set_level(logging.WARNING, logger="appliance.console.ingest")
+    for _ in range(5):
+        assert not ingest.handle("edge/v1/dev/pi-1/tele", b"\x00garbage")
+    assert not ingest.handle("edge/v1/dev/BAD ID/tele", b"{}")
+    assert not ingest.handle("edge/v1/dev/pi-1/whatever", b"{}")
+    assert ingest.handle("edge/v1/dev/pi-1/tele", payloads.telemetry(1, 999_000, {"cpu_pct": 1.0}))
+    rows = {(r["device_id"], r["reason"]): r["count"] for r in db.query("SELECT * FROM ingest_rejects")}
+    assert rows == {("pi-1", "not JSON"): 5, ("(invalid)", "invalid device id"): 1,
+                    ("pi-1", "unknown message kind"): 1}
+    warnings = [r for r in caplog.records if "not JSON" in r.getMessage()]
+    assert len(warnings) == 1
+    assert records.snapshot(db, now=1000.5)["ingest"]["rejected_messages"] == 7
+
+
+def test_status_from_a_stale_session_is_ignored(cfg):
+    ingest, db, _ = make(cfg)
+    ingest.handle("edge/v1/dev/pi-1/status", payloads.birth(5, 1, "0.1.0", "Pi", 2.0))
+    assert not ingest.handle("edge/v1/dev/pi-1/status", payloads.will(4))
+    assert device(db, "pi-1")["state"] == "online"
+    ingest.handle("edge/v1/dev/pi-1/status", payloads.will(5))
+    d = device(db, "pi-1")
+    assert (d["state"], d["reason_text"]) == ("offline", "connection lost")
+
+
+def test_history_is_pruned_past_retention(cfg):
+    ingest, db, clock = make(cfg)
+    clock.t = 90 * 86400.0
+    old_ms = int((clock.t - (cfg.console.history_days + 1) * 86400) * 1000)
+    ingest.handle("edge/v1/dev/pi-1/tele", payloads.telemetry(1, old_ms, {"cpu_pct": 1.0}))
+    ingest.handle("edge/v1/dev/pi-1/tele", payloads.telemetry(2, int(clock.t * 1000), {"cpu_pct": 1.0}))
+    assert records.prune_history(db, cfg.console.history_days, clock.t) == 1

@@ -1,0 +1,24 @@
+from appliance.portal import create_app
+
+
+def test_landing_page_names_the_building_and_says_when_empty(cfg):
+    page = create_app(cfg).test_client().get("/").get_data(as_text=True)
+    assert "Unit" in page
+    assert "Nothing in the library yet" in page
+
+
+def test_landing_page_lists_what_the_content_folder_holds(cfg):
+    cfg.portal.content_dir.mkdir(parents=True)
+    (cfg.portal.content_dir / "wikipedia_en_ray_charles_mini.zim").write_bytes(b"x" * 2_000_000)
+    (cfg.portal.content_dir / "khan-math").mkdir()
+    (cfg.portal.content_dir / ".partial").mkdir()
+    page = create_app(cfg).test_client().get("/").get_data(as_text=True)
+    assert "Wikipedia en ray charles mini" in page and "2 MB archive" in page
+    assert "Khan math" in page
+    assert "partial" not in page.lower()
+
+
+def test_portal_has_no_admin_surface(cfg):
+    client = create_app(cfg).test_client()
+    for path in ("/login", "/api/fleet", "/events", "/admin"):
+        assert client.get(path).status_code == 404

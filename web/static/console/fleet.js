@@ -1,0 +1,108 @@
+// Live fleet table: renders the snapshot from /events (server-sent events) without a reload.
+"use strict";
+(function () {
+  const tbody = document.querySelector("#fleet tbody");
+  const live = document.getElementById("live");
+  const NS = "http://www.w3.org/2000/svg";
+
+  const fmt = {
+    cpu_pct: (v) => v.toFixed(0) + " %",
+    mem_pct: (v) => v.toFixed(0) + " %",
+    disk_pct: (v) => v.toFixed(0) + " %",
+    temp_c: (v) => v.toFixed(1) + " °C",
+    uptime_s: (v) => {
+      const d = Math.floor(v / 86400), h = Math.floor((v % 86400) / 3600), m = Math.floor((v % 3600) / 60);
+      return d ? `${d} d ${h} h` : h ? `${h} h ${m} min` : `${m} min`;
+    },
+  };
+
+  function sparkline(points) {
+    const w = 160, h = 36, svg = document.createElementNS(NS, "svg");
+    svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+    svg.setAttribute("class", "spark");
+    svg.setAttribute("role", "img");
+    if (points.length === 0) return svg;
+    const t0 = points[0][0], t1 = points[points.length - 1][0] || t0 + 1;
+    [1, 2].forEach((col) => {
+      const pts = points.filter((p) => p[col] !== null).map((p) =>
+        `${((p[0] - t0) / Math.max(1, t1 - t0) * (w - 2) + 1).toFixed(1)},${(h - 1 - p[col] / 100 * (h - 2)).toFixed(1)}`);
+      const line = document.createElementNS(NS, "polyline");
+      line.setAttribute("points", pts.join(" "));
+      line.setAttribute("class", col === 1 ? "cpu" : "mem");
+      svg.appendChild(line);
+    });
+    const title = document.createElementNS(NS, "title");
+    const last = points[points.length - 1];
+    title.textContent = `CPU ${last[1] ?? "–"} %, memory ${last[2] ?? "–"} %`;
+    svg.appendChild(title);
+    return svg;
+  }
+
+  function cell(text, cls) {
+    const td = document.createElement("td");
+    if (cls) td.className = cls;
+    td.textContent = text;
+    return td;
+  }
+
+  function row(d) {
+    const tr = document.createElement("tr");
+    tr.dataset.device = d.id;
+    tr.className = d.state;
+    const name = cell("");
+    const strong = document.createElement("span");
+    strong.className = "name";
+    strong.textContent = d.name;
+    const small = document.createElement("small");
+    small.textContent = d.id;
+    name.append(strong, document.createElement("br"), small);
+    const state = cell("", "state");
+    const dot = document.createElement("span");
+    dot.className = "dot";
+    state.append(dot, document.createTextNode(d.state));
+    if (d.reason_text) {
+      const why = document.createElement("small");
+      why.textContent = d.reason_text;
+      state.append(document.createElement("br"), why);
+    }
+    tr.append(name, state);
+    for (const key of ["cpu_pct", "mem_pct", "disk_pct", "temp_c", "uptime_s"]) {
+      const v = d.health[key];
+      const td = cell(v === null || v === undefined ? "–" : fmt[key](v), "m");
+      td.dataset.metric = key;
+      tr.append(td);
+    }
+    const chart = cell("", "chart");
+    chart.append(sparkline(d.history));
+    tr.append(chart);
+    return tr;
+  }
+
+  function render(snap) {
+    document.getElementById("count-online").textContent = snap.counts.online;
+    document.getElementById("count-total").textContent = snap.counts.total;
+    const warn = document.getElementById("ingest-warning");
+    warn.hidden = snap.ingest.broker_connected;
+    warn.textContent = !snap.ingest.alive
+      ? "The ingest worker is not running: what you see may be out of date."
+      : "The console cannot reach the broker: appliances are shown offline until it is back.";
+    tbody.replaceChildren(...snap.devices.map(row));
+    if (snap.devices.length === 0) {
+      const tr = document.createElement("tr");
+      tr.className = "empty";
+      const td = cell("No appliance has reported yet. Provision one and start its agent.");
+      td.colSpan = 8;
+      tr.append(td);
+      tbody.append(tr);
+    }
+  }
+
+  render(JSON.parse(document.getElementById("initial").textContent));
+  const source = new EventSource("/events");
+  source.addEventListener("fleet", (e) => {
+    live.textContent = "live";
+    live.className = "live on";
+    render(JSON.parse(e.data));
+  });
+  source.onerror = () => { live.textContent = "reconnecting…"; live.className = "live"; };
+})();
