@@ -160,7 +160,9 @@ class Lab:
 
     # -- running -------------------------------------------------------------------------------
     def start(self) -> None:
-        self.broker = Mosquitto(self.directory / "broker", port=self.broker_port).start()
+        self.broker = Mosquitto(
+            self.directory / "broker", port=self.broker_port, persistence=True
+        ).start()
         for service in self.services:
             service.log.parent.mkdir(parents=True, exist_ok=True)
             with service.log.open("ab") as log:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,23 @@ def open_db(path: Path | str, *, readonly: bool = False) -> sqlite_utils.Databas
     return sqlite_utils.Database(conn)
 
 
+@contextmanager
+def transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception.
+
+    IMMEDIATE takes the write lock up front, so two writers wait (busy timeout) instead of
+    failing half-way when one upgrades a read to a write.
+    """
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def migrate(db: sqlite_utils.Database, component: str, migrations: Sequence[Migration]) -> list[int]:
     """Apply the migrations of `component` not yet recorded; return the versions applied."""
     versions = [m.version for m in migrations]
@@ -77,9 +95,7 @@ def migrate(db: sqlite_utils.Database, component: str, migrations: Sequence[Migr
     for m in migrations:
         if m.version in done:
             continue
-        conn = db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db) as conn:
             if isinstance(m.apply, str):
                 for statement in _split_sql(m.apply):
                     conn.execute(statement)
@@ -89,10 +105,6 @@ def migrate(db: sqlite_utils.Database, component: str, migrations: Sequence[Migr
                 "INSERT INTO _migrations (component, version, name, applied_at) VALUES (?,?,?,?)",
                 [component, m.version, m.name, time.time()],
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         applied.append(m.version)
     return applied
 

@@ -21,7 +21,7 @@ from appliance.console.presence import INGEST_HEARTBEAT_S
 from appliance.console.schema import MIGRATIONS
 from appliance.fleet import payloads
 from appliance.fleet.session import MqttSession, make_client
-from appliance.fleet.topics import STATUS, TELEMETRY, Topics
+from appliance.fleet.topics import ACK, STATUS, TELEMETRY, Topics
 from appliance.store import migrate
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ class Ingest:
         )
         self.accepted = 0
         self.rejected = 0
+        # device -> seqs stored since the last flush; acknowledged in one message per device.
+        self.pending_acks: dict[str, list[int]] = {}
 
     def handle(self, topic: str, payload: bytes) -> bool:
         """Process one message; True if stored, False if ignored or rejected."""
@@ -70,10 +72,14 @@ class Ingest:
                     self.db, device_id, payloads.parse_status(payload), now
                 )
             elif kind == TELEMETRY:
-                records.record_telemetry(
-                    self.db, device_id, payloads.parse_telemetry(payload), now
-                )
+                sample = payloads.parse_telemetry(payload)
+                records.record_telemetry(self.db, device_id, sample, now)
+                # Acknowledged only once stored: the agent keeps it until then (a PUBACK only
+                # means the broker took it, not that the console has it).
+                self.pending_acks.setdefault(device_id, []).append(sample.seq)
                 stored = True
+            elif kind == ACK:
+                return False  # our own acknowledgements, seen through the wildcard
             else:
                 return self._reject(device_id, kind[:40], "unknown message kind", now)
         except payloads.PayloadError as exc:
@@ -97,6 +103,15 @@ class Ingest:
             # A database error must not take ingest down; the message is lost, the worker is not.
             log.exception("ingest failed for a message on %s", msg.topic)
 
+    def flush_acks(self) -> int:
+        """Publish the pending acknowledgements; return how many devices were acknowledged."""
+        if not self.session.connected or not self.pending_acks:
+            return 0
+        pending, self.pending_acks = self.pending_acks, {}
+        for device_id, seqs in pending.items():
+            self.client.publish(self.topics.ack(device_id), payloads.ack(seqs), qos=1)
+        return len(pending)
+
     def _subscribe(self) -> None:
         self.client.subscribe(self.topics.all_devices(), qos=1)
         records.set_ingest_state(self.db, broker_connected=1, broker_since=self.clock())
@@ -108,7 +123,8 @@ class Ingest:
         was_connected = False
         try:
             while not stop.is_set():
-                self.session.poll(timeout=0.5)
+                self.session.poll(timeout=0.2)
+                self.flush_acks()
                 now = self.clock()
                 if was_connected and not self.session.connected:
                     records.set_ingest_state(self.db, broker_connected=0, broker_since=now)

@@ -13,6 +13,7 @@ import sqlite_utils
 
 from appliance.console import presence
 from appliance.fleet.payloads import METRICS, Status, Telemetry
+from appliance.store import transaction
 
 HISTORY_WINDOW_S = 3600
 HISTORY_POINTS = 60
@@ -26,15 +27,12 @@ def _presence(row: tuple[Any, ...] | None) -> presence.Presence | None:
 
 def record_status(db: sqlite_utils.Database, device_id: str, status: Status, now: float) -> bool:
     """Apply a status message; return False when presence rules say to ignore it."""
-    conn = db.conn
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(db) as conn:
         row = conn.execute(
             "SELECT state, session, reason, since FROM devices WHERE id = ?", [device_id]
         ).fetchone()
         new = presence.apply_status(_presence(row), status, now)
         if new is None:
-            conn.execute("COMMIT")
             return False
         if row is None:
             conn.execute(
@@ -53,20 +51,14 @@ def record_status(db: sqlite_utils.Database, device_id: str, status: Status, now
                 "agent_version), interval = coalesce(?, interval), last_seen = ? WHERE id = ?",
                 [status.name, status.agent, status.interval, now, device_id],
             )
-        conn.execute("COMMIT")
-        return True
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    return True
 
 
 def record_telemetry(db: sqlite_utils.Database, device_id: str, sample: Telemetry, now: float) -> None:
     """Store a sample (idempotent on device and timestamp); the newest one becomes current."""
     cols = list(METRICS)
     values = [sample.metrics.get(c) for c in cols]
-    conn = db.conn
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(db) as conn:
         conn.execute(
             "INSERT INTO devices (id, state, session, since, first_seen) "
             "VALUES (?, 'online', 0, ?, ?) ON CONFLICT(id) DO NOTHING",
@@ -83,10 +75,6 @@ def record_telemetry(db: sqlite_utils.Database, device_id: str, sample: Telemetr
             "WHERE id = ? AND (last_ts IS NULL OR last_ts <= ?)",
             [sample.ts, *values, device_id, sample.ts],
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def record_reject(db: sqlite_utils.Database, device_id: str, kind: str, reason: str, now: float) -> bool:

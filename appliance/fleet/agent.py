@@ -22,7 +22,7 @@ from appliance.fleet import health, payloads
 from appliance.fleet.backoff import Backoff
 from appliance.fleet.session import MqttSession, make_client
 from appliance.fleet.topics import Topics
-from appliance.store import Migration, migrate
+from appliance.store import Migration, migrate, transaction
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,17 @@ MIGRATIONS = [
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             ts INTEGER NOT NULL,
             payload BLOB NOT NULL,
-            published INTEGER NOT NULL DEFAULT 0
+            acked INTEGER NOT NULL DEFAULT 0
         );
-        CREATE INDEX health_outbox_unpublished ON health_outbox (published, seq);
+        CREATE INDEX health_outbox_unacked ON health_outbox (acked, seq);
         """,
     )
 ]
 
-BACKLOG_BATCH = 50
+# At most this many samples sent and not yet acknowledged by the console: a week of backlog
+# drains at the console's pace instead of in one burst.
+WINDOW = 200
+BATCH = 50
 
 
 class Agent:
@@ -66,18 +69,21 @@ class Agent:
         self.wall_clock = wall_clock
         migrate(db, "fleet.agent", MIGRATIONS)
         self.client = client or make_client(config.mqtt, client_id=self.device_id)
-        self.client.on_publish = self._handle_publish
+        self.client.on_message = self._handle_message
         self.session = MqttSession(
             self.client,
             config.mqtt,
-            on_connected=self._publish_birth,
+            on_connected=self._on_connected,
             before_connect=self._arm_will,
             backoff=Backoff(cap=config.agent.backoff_max),
             name=f"agent {self.device_id}",
         )
         self.session_counter = self._state("session")
-        self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
-        self._backlog_from = 0
+        # seq -> monotonic time sent, for samples the console has not acknowledged yet. Kept in
+        # memory: after a restart everything unacknowledged is simply sent again.
+        self._sent: dict[int, float] = {}
+        # A sample unacknowledged this long is sent again (the console stores it only once).
+        self.resend_after = max(3 * config.agent.interval, 2 * config.mqtt.keepalive, 2.0)
 
     # -- local state ---------------------------------------------------------------------------
     def _state(self, key: str) -> int:
@@ -106,10 +112,9 @@ class Agent:
             qos=1,
             retain=True,
         )
-        # Messages queued in paho for a dead socket are re-sent from the outbox instead.
-        self._inflight.clear()
 
-    def _publish_birth(self) -> None:
+    def _on_connected(self) -> None:
+        self.client.subscribe(self.topics.ack(self.device_id), qos=1)
         self.client.publish(
             self.topics.status(self.device_id),
             payloads.birth(
@@ -122,64 +127,81 @@ class Agent:
             qos=1,
             retain=True,
         )
-        self._backlog_from = 0
+        # What was sent on the old connection may never have reached the console: send again.
+        self._sent.clear()
 
-    def _handle_publish(self, client: mqtt.Client, userdata: object, mid: int,
-                        reason_code: object, properties: object) -> None:
-        seq = self._inflight.pop(mid, None)
-        if seq is not None and not getattr(reason_code, "is_failure", False):
-            self.db.execute("UPDATE health_outbox SET published = 1 WHERE seq = ?", [seq])
+    def _handle_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic != self.topics.ack(self.device_id):
+            return
+        try:
+            ranges = payloads.parse_ack(msg.payload)
+        except payloads.PayloadError as exc:
+            log.warning("agent %s: ignored a bad acknowledgement: %s", self.device_id, exc.reason)
+            return
+        self.acknowledge(ranges)
+
+    def acknowledge(self, ranges: list[tuple[int, int]]) -> None:
+        """The console stored these samples: they need never be sent again."""
+        self.db.conn.executemany(
+            "UPDATE health_outbox SET acked = 1 WHERE seq BETWEEN ? AND ? AND acked = 0", ranges
+        )
+        for low, high in ranges:
+            for seq in [s for s in self._sent if low <= s <= high]:
+                del self._sent[seq]
 
     # -- sampling ------------------------------------------------------------------------------
     def sample(self) -> int:
         """Collect one sample into the outbox; return its sequence number."""
         ts = self._now_ms()
         metrics = self.collect()
-        cursor = self.db.execute(
-            "INSERT INTO health_outbox (ts, payload) VALUES (?, ?)",
-            [ts, b""],
-        )
-        seq = int(cursor.lastrowid or 0)
-        self.db.execute(
-            "UPDATE health_outbox SET payload = ? WHERE seq = ?",
-            [payloads.telemetry(seq, ts, metrics), seq],
-        )
+        with transaction(self.db):
+            cursor = self.db.execute("INSERT INTO health_outbox (ts, payload) VALUES (?, '')", [ts])
+            seq = int(cursor.lastrowid or 0)
+            self.db.execute(
+                "UPDATE health_outbox SET payload = ? WHERE seq = ?",
+                [payloads.telemetry(seq, ts, metrics), seq],
+            )
         return seq
 
     def _send(self, seq: int, payload: bytes) -> None:
         info = self.client.publish(self.topics.telemetry(self.device_id), payload, qos=1)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
-            self._inflight[info.mid] = seq
+            self._sent[seq] = time.monotonic()
 
-    def _send_live(self, seq: int) -> None:
+    def send_pending(self) -> int:
+        """Send the newest sample first, then the backlog oldest first, within the window."""
         if not self.session.connected:
-            return
-        row = self.db.execute("SELECT payload FROM health_outbox WHERE seq = ?", [seq]).fetchone()
-        self._send(seq, row[0])
-
-    def _send_backlog(self) -> None:
-        """Send a batch of unpublished samples, oldest first, not already in flight."""
-        if not self.session.connected or len(self._inflight) >= BACKLOG_BATCH:
-            return
-        rows = self.db.execute(
-            "SELECT seq, payload FROM health_outbox WHERE published = 0 AND seq > ? "
-            "ORDER BY seq LIMIT ?",
-            [self._backlog_from, BACKLOG_BATCH],
+            return 0
+        now = time.monotonic()
+        in_flight = sum(1 for t in self._sent.values() if now - t < self.resend_after)
+        budget = min(BATCH, WINDOW - in_flight)
+        if budget <= 0:
+            return 0
+        newest = self.db.execute(
+            "SELECT seq, payload FROM health_outbox WHERE acked = 0 ORDER BY seq DESC LIMIT 1"
         ).fetchall()
-        inflight = set(self._inflight.values())
-        for seq, payload in rows:
-            if seq not in inflight:
+        oldest = self.db.execute(
+            "SELECT seq, payload FROM health_outbox WHERE acked = 0 ORDER BY seq LIMIT ?",
+            [WINDOW],
+        ).fetchall()
+        sent = 0
+        for seq, payload in newest + oldest:
+            if sent >= budget:
+                break
+            last = self._sent.get(seq)
+            if last is None or now - last >= self.resend_after:
                 self._send(seq, payload)
-            self._backlog_from = seq
+                sent += 1
+        return sent
 
     def prune(self) -> None:
-        """Drop samples past retention, published or not: the outbox must not fill the SD card."""
+        """Drop samples past retention, acknowledged or not: the outbox must not fill the SD card."""
         cutoff = self._now_ms() - self.config.agent.retention_hours * 3600 * 1000
         self.db.execute("DELETE FROM health_outbox WHERE ts < ?", [cutoff])
 
-    def unpublished(self) -> int:
+    def unacknowledged(self) -> int:
         return int(self.db.execute(
-            "SELECT count(*) FROM health_outbox WHERE published = 0"
+            "SELECT count(*) FROM health_outbox WHERE acked = 0"
         ).fetchone()[0])
 
     # -- main loop -----------------------------------------------------------------------------
@@ -193,14 +215,13 @@ class Agent:
             while not stop.is_set():
                 now = time.monotonic()
                 if now >= next_sample:
-                    seq = self.sample()
-                    self._send_live(seq)
+                    self.sample()
                     # Skip missed ticks rather than bursting after a stall.
                     next_sample += interval * max(1, int((now - next_sample) // interval) + 1)
                 if now >= next_prune:
                     self.prune()
                     next_prune = now + 3600
-                self._send_backlog()
+                self.send_pending()
                 self.session.poll(timeout=min(0.5, max(0.05, next_sample - time.monotonic())))
         finally:
             self._say_goodbye()

@@ -156,3 +156,39 @@ def parse_telemetry(raw: bytes) -> Telemetry:
             raise PayloadError(f"metric '{key}' out of range")
         metrics[key] = float(value)
     return Telemetry(seq=seq, ts=ts, metrics=metrics)
+
+
+MAX_ACK_RANGES = 500
+
+
+def ack(seqs: list[int]) -> bytes:
+    """Acknowledge stored samples, compressed into [first, last] ranges."""
+    return encode({"seqs": to_ranges(seqs)})
+
+
+def to_ranges(seqs: list[int]) -> list[list[int]]:
+    ranges: list[list[int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1][1] = seq
+        else:
+            ranges.append([seq, seq])
+    return ranges
+
+
+def parse_ack(raw: bytes) -> list[tuple[int, int]]:
+    obj = _load(raw)
+    seqs = obj.get("seqs")
+    if not isinstance(seqs, list) or len(seqs) > MAX_ACK_RANGES:
+        raise PayloadError("bad or missing 'seqs'")
+    ranges = []
+    for item in seqs:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in item)
+            or item[0] > item[1]
+        ):
+            raise PayloadError("bad range in 'seqs'")
+        ranges.append((item[0], item[1]))
+    return ranges

@@ -8,6 +8,7 @@ delay with full jitter. Everything runs on the caller's thread: no callback race
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -78,6 +79,7 @@ class MqttSession:
         self.failures = 0
         self._socket_open = False
         self._retry_at = 0.0
+        self._last_reason = ""
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
 
@@ -85,8 +87,7 @@ class MqttSession:
     def _handle_connect(self, client: mqtt.Client, userdata: object, flags: object,
                         reason_code: object, properties: object) -> None:
         if getattr(reason_code, "is_failure", False):
-            log.warning("%s: broker refused connection: %s", self.name, reason_code)
-            self._drop()
+            self._drop(f"broker refused the connection: {reason_code}")
             return
         self.connected = True
         self.connects += 1
@@ -96,6 +97,7 @@ class MqttSession:
         else:
             log.info("%s: connected to %s:%s", self.name, self.config.host, self.config.port)
         self.failures = 0
+        self._last_reason = ""
         self.backoff.reset()
         self.on_connected()
 
@@ -103,20 +105,30 @@ class MqttSession:
                            reason_code: object, properties: object) -> None:
         if self.connected:
             log.warning("%s: disconnected from broker (%s)", self.name, reason_code)
-        self._drop()
+            self._drop(f"disconnected: {reason_code}")
+        else:
+            # Closed before CONNACK: with TLS 1.3 this is how a refused client certificate looks.
+            self._drop("closed by the broker before accepting us: check the client certificate "
+                       "or credentials")
 
-    def _drop(self) -> None:
+    def _drop(self, reason: str) -> None:
+        if not self._socket_open:
+            return  # this attempt already failed and has its retry scheduled
         self.connected = False
         self._socket_open = False
-        self._schedule_retry()
+        self._schedule_retry(reason)
 
-    def _schedule_retry(self) -> None:
+    def _schedule_retry(self, reason: str) -> None:
         delay = min(self.backoff.next_delay(), 10.0 * self.config.keepalive)
         self._retry_at = self.clock() + delay
         self.failures += 1
-        level = logging.WARNING if self.failures == 1 else logging.DEBUG
-        log.log(level, "%s: broker %s:%s unreachable; retrying in %.1f s (attempt %d)",
-                self.name, self.config.host, self.config.port, delay, self.failures)
+        # Loud when something new happens, quiet while the same outage goes on: a Pi whose
+        # uplink is down for a week must not fill its SD card with the same line.
+        loud = reason != self._last_reason or self.failures % 100 == 1
+        self._last_reason = reason
+        log.log(logging.WARNING if loud else logging.DEBUG,
+                "%s: broker %s:%s unreachable (%s); retrying in %.1f s (attempt %d)",
+                self.name, self.config.host, self.config.port, reason, delay, self.failures)
 
     def poll(self, timeout: float = 0.5) -> None:
         """Connect if due, then process network traffic for up to `timeout` seconds."""
@@ -130,29 +142,48 @@ class MqttSession:
                 return
         rc = self.client.loop(timeout=timeout)
         if rc != mqtt.MQTT_ERR_SUCCESS and self._socket_open:
-            self._drop()
+            self._drop(f"connection lost: {mqtt.error_string(rc)}")
 
     def _try_connect(self) -> None:
         self.before_connect()
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = SESSION_EXPIRY_S
-        try:
-            self.client.connect(
-                self.config.host,
-                self.config.port,
-                keepalive=self.config.keepalive,
-                clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-                properties=properties,
-            )
-        except (OSError, ssl.SSLError) as exc:
-            log.debug("%s: connect failed: %s", self.name, exc)
-            self._schedule_retry()
-            return
+        # Open before connect(): paho may already report a disconnect from inside connect().
         self._socket_open = True
+        try:
+            if self.connects == 0:
+                self.client.connect(
+                    self.config.host,
+                    self.config.port,
+                    keepalive=self.config.keepalive,
+                    clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                    properties=properties,
+                )
+            else:
+                # reconnect(), not connect(): connect() would start a clean session again and
+                # drop the subscriptions and queued messages the broker kept for us.
+                self.client.reconnect()
+        except (OSError, ssl.SSLError) as exc:
+            self._socket_open = False
+            self._schedule_retry(_describe(exc))
 
     def close(self) -> None:
+        """Disconnect cleanly (the broker then discards our Will); no reconnect after this."""
         if self._socket_open:
+            self.client.on_disconnect = None
             self.client.disconnect()
             self.client.loop(timeout=0.2)
         self.connected = False
         self._socket_open = False
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate is not trusted: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 STATUS = "status"
 TELEMETRY = "tele"
-KINDS = (STATUS, TELEMETRY)
+ACK = "ack"  # console -> device: which telemetry samples are stored
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class Topics:
 
     def telemetry(self, device_id: str) -> str:
         return self.device(device_id, TELEMETRY)
+
+    def ack(self, device_id: str) -> str:
+        return self.device(device_id, ACK)
 
     def all_devices(self) -> str:
         """The console's subscription: everything every device publishes."""

@@ -85,3 +85,13 @@ def test_history_is_pruned_past_retention(cfg):
     ingest.handle("edge/v1/dev/pi-1/tele", payloads.telemetry(1, old_ms, {"cpu_pct": 1.0}))
     ingest.handle("edge/v1/dev/pi-1/tele", payloads.telemetry(2, int(clock.t * 1000), {"cpu_pct": 1.0}))
     assert records.prune_history(db, cfg.console.history_days, clock.t) == 1
+
+
+def test_stored_samples_are_queued_for_acknowledgement_rejected_ones_are_not(cfg):
+    ingest, _, _ = make(cfg)
+    ingest.handle("edge/v1/dev/pi-1/tele", payloads.telemetry(7, 999_000, {"cpu_pct": 1.0}))
+    ingest.handle("edge/v1/dev/pi-1/tele", payloads.telemetry(8, 999_500, {"cpu_pct": 1.0}))
+    ingest.handle("edge/v1/dev/pi-2/tele", b"junk")
+    assert ingest.pending_acks == {"pi-1": [7, 8]}
+    assert not ingest.handle("edge/v1/dev/pi-1/ack", payloads.ack([7]))
+    assert ingest.rejected == 1

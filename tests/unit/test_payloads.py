@@ -70,3 +70,19 @@ def test_topics_are_built_and_parsed_in_one_place():
     assert t.parse("edge/v1/dev/pi-1") is None
     assert t.parse("other/v1/dev/pi-1/tele") is None
     assert t.all_devices() == "edge/v1/dev/+/#"
+
+
+def test_acks_compress_to_ranges_and_round_trip():
+    raw = payloads.ack([5, 1, 2, 3, 9, 3])
+    assert json.loads(raw)["seqs"] == [[1, 3], [5, 5], [9, 9]]
+    assert payloads.parse_ack(raw) == [(1, 3), (5, 5), (9, 9)]
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"v":1}', b'{"v":1,"seqs":[[3,1]]}', b'{"v":1,"seqs":[[1]]}', b'{"v":1,"seqs":[["a",2]]}',
+    b'{"v":1,"seqs":[[-1,2]]}', b'{"v":1,"seqs":[[true,2]]}',
+    b'{"v":1,"seqs":' + json.dumps([[i, i] for i in range(0, 2000, 2)]).encode() + b"}",
+])
+def test_malformed_acks_are_rejected(raw):
+    with pytest.raises(PayloadError):
+        payloads.parse_ack(raw)
