@@ -16,6 +16,9 @@ from appliance.console.db import get_db
 bp = Blueprint("auth", __name__)
 
 MIN_PASSWORD_LENGTH = 12
+# Failed sign-ins allowed per client address within the window before it must wait.
+MAX_FAILURES = 5
+FAILURE_WINDOW_S = 300.0
 # Checked against when the user does not exist, so a wrong name costs as long as a wrong password.
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
 
@@ -43,6 +46,24 @@ def verify(db: sqlite_utils.Database, username: str, password: str) -> bool:
     return bool(row) and ok
 
 
+def throttled(db: sqlite_utils.Database, client: str, now: float) -> bool:
+    row = db.execute(
+        "SELECT failures, window_start FROM login_failures WHERE client = ?", [client]
+    ).fetchone()
+    return bool(row) and row[0] >= MAX_FAILURES and now - row[1] < FAILURE_WINDOW_S
+
+
+def record_failure(db: sqlite_utils.Database, client: str, now: float) -> None:
+    db.execute(
+        "INSERT INTO login_failures (client, failures, window_start) VALUES (?, 1, ?) "
+        "ON CONFLICT(client) DO UPDATE SET "
+        "failures = CASE WHEN ? - window_start >= ? THEN 1 ELSE failures + 1 END, "
+        "window_start = CASE WHEN ? - window_start >= ? THEN ? ELSE window_start END",
+        [client, now, now, FAILURE_WINDOW_S, now, FAILURE_WINDOW_S, now],
+    )
+    db.execute("DELETE FROM login_failures WHERE ? - window_start >= ?", [now, 24 * 3600])
+
+
 def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -65,7 +86,12 @@ def login() -> Any:
     if request.method == "POST":
         username = request.form.get("username", "")
         password = request.form.get("password", "")
-        if verify(get_db(), username, password):
+        db, now = get_db(), time.time()
+        client = request.remote_addr or "unknown"
+        if throttled(db, client, now):
+            flash("Too many failed sign-ins from this address. Wait a few minutes and try again.")
+            return render_template("login.html"), 429
+        if verify(db, username, password):
             token = session.get("csrf_token")
             session.clear()  # a fresh session on sign-in: no fixation
             session["user"] = username
@@ -77,6 +103,7 @@ def login() -> Any:
             if not target.startswith("/") or target.startswith("//"):
                 target = url_for("fleet.index")
             return redirect(target)
+        record_failure(db, client, now)
         flash("Wrong user name or password.")
         return render_template("login.html"), 401
     return render_template("login.html")

@@ -46,5 +46,16 @@ MIGRATIONS = [
             created_at REAL NOT NULL
         );
         """,
-    )
+    ),
+    Migration(
+        2,
+        "sign-in throttling",
+        """
+        CREATE TABLE login_failures (
+            client TEXT PRIMARY KEY,
+            failures INTEGER NOT NULL,
+            window_start REAL NOT NULL
+        );
+        """,
+    ),
 ]

@@ -90,3 +90,15 @@ def test_weak_password_is_refused(cfg):
     create_app(cfg)
     with pytest.raises(UserError, match="at least 12"):
         set_password(db, "admin", "short")
+
+
+def test_repeated_failures_are_throttled_even_with_the_right_password(app):
+    client = app.test_client()
+    for _ in range(5):
+        response = client.post("/login", data={"username": "admin", "password": "guess",
+                                               "csrf_token": token(client)})
+        assert response.status_code == 401
+    response = client.post("/login", data={"username": "admin", "password": PASSWORD,
+                                           "csrf_token": token(client)})
+    assert response.status_code == 429
+    assert "Too many failed sign-ins" in response.get_data(as_text=True)
