@@ -58,6 +58,7 @@ class Mosquitto:
         host: str = "127.0.0.1",
         tls: BrokerTls | None = None,
         persistence: bool = False,
+        max_queued_messages: int = 1000,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -72,6 +73,7 @@ class Mosquitto:
             "log_dest stderr",
             "log_type error", "log_type warning", "log_type notice",
             "max_keepalive 600",
+            f"max_queued_messages {max_queued_messages}",
         ]
         if persistence:
             # Sessions, subscriptions and queued QoS 1 messages survive a restart, as on the

@@ -152,16 +152,16 @@ class MqttSession:
         self._socket_open = True
         try:
             if self.connects == 0:
+                # Never a clean start, not even after a restart of this process: the broker
+                # keeps what arrived for us meanwhile (up to the session expiry).
                 self.client.connect(
                     self.config.host,
                     self.config.port,
                     keepalive=self.config.keepalive,
-                    clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                    clean_start=False,
                     properties=properties,
                 )
             else:
-                # reconnect(), not connect(): connect() would start a clean session again and
-                # drop the subscriptions and queued messages the broker kept for us.
                 self.client.reconnect()
         except (OSError, ssl.SSLError) as exc:
             self._socket_open = False
