@@ -53,7 +53,7 @@ def _stop_event() -> threading.Event:
 )
 @click.version_option(__version__, prog_name="appliance")
 @click.pass_context
-def main(ctx: click.Context, config_path: Path | None) -> None:
+def cli(ctx: click.Context, config_path: Path | None) -> None:
     """Classroom Edge: run one service of an appliance or of the console.
 
     Each subcommand is a long-running service that systemd starts (see systemd/), except
@@ -63,7 +63,7 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj["config_path"] = config_path
 
 
-@main.command("check-config")
+@cli.command("check-config")
 @click.option("--json", "as_json", is_flag=True, help="Print the validated configuration as JSON.")
 @click.pass_context
 def check_config(ctx: click.Context, as_json: bool) -> None:
@@ -79,7 +79,7 @@ def check_config(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{cfg.source}: ok (appliance '{cfg.appliance.id}')")
 
 
-@main.command()
+@cli.command()
 @click.pass_context
 def portal(ctx: click.Context) -> None:
     """Serve the student portal (gunicorn) on [portal] listen:port."""
@@ -92,7 +92,7 @@ def portal(ctx: click.Context) -> None:
           workers=cfg.portal.workers, threads=cfg.portal.threads, name="appliance-portal")
 
 
-@main.command()
+@cli.command()
 @click.pass_context
 def agent(ctx: click.Context) -> None:
     """Collect health and report it to the console's broker over MQTT."""
@@ -104,7 +104,7 @@ def agent(ctx: click.Context) -> None:
     Agent(cfg, open_db(cfg.database_path)).run(stop)
 
 
-@main.command()
+@cli.command()
 @click.pass_context
 def console(ctx: click.Context) -> None:
     """Serve the console web UI (gunicorn) on [console] listen:port."""
@@ -117,7 +117,7 @@ def console(ctx: click.Context) -> None:
           workers=cfg.console.workers, threads=cfg.console.threads, name="appliance-console")
 
 
-@main.command()
+@cli.command()
 @click.pass_context
 def ingest(ctx: click.Context) -> None:
     """Subscribe to the fleet's messages and store them in the console database."""
@@ -129,7 +129,7 @@ def ingest(ctx: click.Context) -> None:
     Ingest(cfg, open_db(cfg.console_database_path)).run(stop)
 
 
-@main.command("set-password")
+@cli.command("set-password")
 @click.argument("username")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @click.pass_context
@@ -154,7 +154,7 @@ def set_password(ctx: click.Context, username: str, password_stdin: bool) -> Non
     click.echo(f"password set for '{username}'")
 
 
-@main.command()
+@cli.command()
 @click.option("--appliances", "count", default=2, show_default=True,
               type=click.IntRange(1, 50), help="How many simulated appliances to run.")
 @click.option("--dir", "directory", default=Path("lab"), show_default=True,
@@ -177,6 +177,17 @@ def lab(count: int, directory: Path, base_port: int, interval: float) -> None:
         the_lab.run(_stop_event(), out=click.echo)
     except LabError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def main() -> None:
+    """Console-script entry point: configuration problems found after start-up (a secret file
+    readable by others, a missing certificate) end with one line naming file and key, not a
+    traceback."""
+    try:
+        cli(prog_name="appliance")
+    except ConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args, get_origin
 DEFAULT_PATH = Path("/etc/appliance/appliance.toml")
 ENV_VAR = "APPLIANCE_CONFIG"
 
-ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # use with fullmatch()
 
 
 class ConfigError(Exception):
@@ -52,7 +52,7 @@ def _positive(value: float) -> None:
 
 def _id(value: str) -> None:
     _check(
-        bool(ID_PATTERN.match(value)),
+        bool(ID_PATTERN.fullmatch(value)),
         "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit "
         "(it becomes an MQTT topic level and a file name)",
     )
@@ -137,6 +137,9 @@ class ConsoleSection:
     offline_after: float = field(default=180.0, metadata=_rule(_positive))
     history_days: int = field(default=30, metadata=_rule(_positive))
     cookie_secure: bool = True
+    proxy_hops: int = field(
+        default=0, metadata=_rule(lambda v: _check(0 <= v <= 5, "must be 0-5"))
+    )
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from appliance.config import ConfigError
+
 
 def web_dir() -> Path:
     override = os.environ.get("APPLIANCE_WEB_DIR")
     path = Path(override) if override else Path(__file__).resolve().parent.parent / "web"
     if not (path / "templates").is_dir():
-        raise RuntimeError(
-            f"web assets not found at {path}; install from a checkout (pip install -e .) "
-            "or set APPLIANCE_WEB_DIR"
+        raise ConfigError(
+            path, "APPLIANCE_WEB_DIR",
+            "web assets (templates/, static/) not found here; install from a checkout "
+            "(pip install -e .) or point APPLIANCE_WEB_DIR at the web/ folder",
         )
     return path
 

@@ -14,17 +14,24 @@ from pathlib import Path
 from appliance.config import ConfigError
 
 
-def read_secret(path: Path, key: str) -> str:
-    """Return the secret in `path` (stripped). Refuse a file that group or others can read."""
+def check_private(path: Path, key: str) -> None:
+    """Refuse a secret (password, private key) that is missing or that group or others can read."""
     try:
         st = path.stat()
     except FileNotFoundError:
         raise ConfigError(path, key, "secret file does not exist") from None
+    except OSError as exc:
+        raise ConfigError(path, key, f"cannot read secret file: {exc.strerror}") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(
             path, key, f"secret file is readable by others (mode {stat.S_IMODE(st.st_mode):o}); "
             f"run: chmod 600 {path}"
         )
+
+
+def read_secret(path: Path, key: str) -> str:
+    """Return the secret in `path` (stripped). Refuse a file that group or others can read."""
+    check_private(path, key)
     value = path.read_text(encoding="utf-8").strip()
     if not value:
         raise ConfigError(path, key, "secret file is empty")

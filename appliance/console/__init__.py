@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from appliance import paths
 from appliance.config import Config
@@ -37,6 +38,12 @@ def create_app(config: Config, test_config: dict[str, Any] | None = None) -> Fla
     )
     if test_config:
         app.config.update(test_config)
+    if config.console.proxy_hops:
+        # Behind a reverse proxy the client address is in X-Forwarded-For; without this every
+        # request would come from the proxy, and sign-in throttling would lock out everyone.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=config.console.proxy_hops, x_proto=config.console.proxy_hops
+        )
     db.init_app(app, config.console_database_path)
     install_security(app, csrf=True)
     app.register_blueprint(auth.bp)

@@ -62,7 +62,7 @@ class Ingest:
         if parsed is None:
             return self._reject("(unknown)", "(unknown)", "topic outside the device tree", now)
         device_id, kind = parsed
-        if not ID_PATTERN.match(device_id):
+        if not ID_PATTERN.fullmatch(device_id):
             return self._reject("(invalid)", kind, "invalid device id", now)
         try:
             if kind == STATUS:
@@ -109,7 +109,8 @@ class Ingest:
             return 0
         pending, self.pending_acks = self.pending_acks, {}
         for device_id, seqs in pending.items():
-            self.client.publish(self.topics.ack(device_id), payloads.ack(seqs), qos=1)
+            for body in payloads.acks(seqs):
+                self.client.publish(self.topics.ack(device_id), body, qos=1)
         return len(pending)
 
     def _subscribe(self) -> None:

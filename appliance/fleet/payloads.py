@@ -161,9 +161,13 @@ def parse_telemetry(raw: bytes) -> Telemetry:
 MAX_ACK_RANGES = 500
 
 
-def ack(seqs: list[int]) -> bytes:
-    """Acknowledge stored samples, compressed into [first, last] ranges."""
-    return encode({"seqs": to_ranges(seqs)})
+def acks(seqs: list[int]) -> list[bytes]:
+    """Acknowledge stored samples as [first, last] ranges, in as many messages as it takes."""
+    ranges = to_ranges(seqs)
+    return [
+        encode({"seqs": ranges[i : i + MAX_ACK_RANGES]})
+        for i in range(0, len(ranges), MAX_ACK_RANGES)
+    ]
 
 
 def to_ranges(seqs: list[int]) -> list[list[int]]:

@@ -18,14 +18,34 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from appliance.config import MqttSection
+from appliance.config import ConfigError, MqttSection
 from appliance.fleet.backoff import Backoff
-from appliance.secrets import read_secret
+from appliance.secrets import check_private, read_secret
 
 log = logging.getLogger(__name__)
 
 # Queued commands survive a short outage of the device; bounded so a dead device's queue expires.
 SESSION_EXPIRY_S = 3600
+
+
+def tls_context(mqtt_config: MqttSection) -> ssl.SSLContext:
+    """Verify the broker against `ca_file` (or the system CAs); present our certificate if set."""
+    try:
+        context = ssl.create_default_context(
+            cafile=str(mqtt_config.ca_file) if mqtt_config.ca_file else None
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(mqtt_config.ca_file, "mqtt.ca_file", f"cannot load CA certificate: {exc}") from None
+    if mqtt_config.cert_file and mqtt_config.key_file:
+        check_private(mqtt_config.key_file, "mqtt.key_file")
+        try:
+            context.load_cert_chain(str(mqtt_config.cert_file), str(mqtt_config.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                mqtt_config.cert_file, "mqtt.cert_file",
+                f"cannot load client certificate and key: {getattr(exc, 'strerror', None) or exc}",
+            ) from None
+    return context
 
 
 def make_client(mqtt_config: MqttSection, client_id: str) -> mqtt.Client:
@@ -37,12 +57,7 @@ def make_client(mqtt_config: MqttSection, client_id: str) -> mqtt.Client:
     client.suppress_exceptions = True
     client.max_queued_messages_set(1000)
     if mqtt_config.tls:
-        context = ssl.create_default_context(
-            cafile=str(mqtt_config.ca_file) if mqtt_config.ca_file else None
-        )
-        if mqtt_config.cert_file and mqtt_config.key_file:
-            context.load_cert_chain(str(mqtt_config.cert_file), str(mqtt_config.key_file))
-        client.tls_set_context(context)
+        client.tls_set_context(tls_context(mqtt_config))
     if mqtt_config.username:
         password = (
             read_secret(mqtt_config.password_file, "mqtt.password_file")

@@ -13,7 +13,7 @@ from appliance import config as config_module
 from appliance.console import records
 from appliance.console.schema import MIGRATIONS
 from appliance.store import migrate, open_db
-from tests.harness.services import wait_for
+from tests.harness.services import wait_for, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -163,6 +163,25 @@ def test_bad_config_stops_the_service_with_a_clear_error(tmp_path, start):
     missing = start(tmp_path / "missing.toml", "portal")
     assert missing.proc.wait(15) != 0
     assert "no such file" in missing.output()
+
+
+def test_unsafe_or_missing_secret_files_stop_the_service_with_a_clear_error(tmp_path, start):
+    password = tmp_path / "mqtt-password"
+    password.write_text("s3cret-password\n")
+    password.chmod(0o644)
+    cfg = write_config(tmp_path / "a.toml", appliance={"id": "x", "state_dir": str(tmp_path / "s")},
+                       mqtt={"tls": False, "username": "x", "password_file": str(password)})
+    proc = start(cfg, "agent")
+    assert proc.proc.wait(15) == 2
+    assert f"{password}: mqtt.password_file: secret file is readable by others" in proc.output()
+    assert "s3cret" not in proc.output() and "Traceback" not in proc.output()
+
+    cfg = write_config(tmp_path / "b.toml", appliance={"id": "x", "state_dir": str(tmp_path / "s")},
+                       mqtt={"tls": True, "ca_file": str(tmp_path / "no-ca.crt")})
+    proc = start(cfg, "ingest")
+    assert proc.proc.wait(15) == 2
+    assert "mqtt.ca_file: cannot load CA certificate" in proc.output()
+    assert "Traceback" not in proc.output()
 
 
 def test_session_counter_survives_restarts(appliance_config, console_config, start):

@@ -37,6 +37,7 @@ def test_values_are_typed(tmp_path):
         (MINIMAL + "[portal]\nprot = 80\n", "portal.prot", "unknown key"),
         (MINIMAL + "[portl]\nport = 80\n", "portl", "unknown section"),
         ('[appliance]\nid = "School 1"\n', "appliance.id", "a-z"),
+        ('[appliance]\nid = "school-1\\n"\n', "appliance.id", "a-z"),
         ("[appliance]\nname = 'x'\n", "appliance.id", "required"),
         ("[portal]\nport = 80\n", "appliance", "required"),
         (MINIMAL + '[appliance.log]\n', "appliance.log", "unknown key"),

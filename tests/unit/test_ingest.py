@@ -93,5 +93,5 @@ def test_stored_samples_are_queued_for_acknowledgement_rejected_ones_are_not(cfg
     ingest.handle("edge/v1/dev/pi-1/tele", payloads.telemetry(8, 999_500, {"cpu_pct": 1.0}))
     ingest.handle("edge/v1/dev/pi-2/tele", b"junk")
     assert ingest.pending_acks == {"pi-1": [7, 8]}
-    assert not ingest.handle("edge/v1/dev/pi-1/ack", payloads.ack([7]))
+    assert not ingest.handle("edge/v1/dev/pi-1/ack", payloads.acks([7])[0])
     assert ingest.rejected == 1

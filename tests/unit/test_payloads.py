@@ -73,7 +73,7 @@ def test_topics_are_built_and_parsed_in_one_place():
 
 
 def test_acks_compress_to_ranges_and_round_trip():
-    raw = payloads.ack([5, 1, 2, 3, 9, 3])
+    [raw] = payloads.acks([5, 1, 2, 3, 9, 3])
     assert json.loads(raw)["seqs"] == [[1, 3], [5, 5], [9, 9]]
     assert payloads.parse_ack(raw) == [(1, 3), (5, 5), (9, 9)]
 
@@ -86,3 +86,9 @@ def test_acks_compress_to_ranges_and_round_trip():
 def test_malformed_acks_are_rejected(raw):
     with pytest.raises(PayloadError):
         payloads.parse_ack(raw)
+
+
+def test_many_gaps_are_acknowledged_in_several_messages_each_accepted():
+    messages = payloads.acks(list(range(0, 3000, 2)))  # 1500 single-sample ranges
+    assert len(messages) == 3
+    assert sum(len(payloads.parse_ack(m)) for m in messages) == 1500
