@@ -20,10 +20,7 @@ log = logging.getLogger("appliance")
 
 
 def _load(ctx: click.Context) -> Config:
-    try:
-        cfg = config_module.load(ctx.obj["config_path"])
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    cfg = config_module.load(ctx.obj["config_path"])  # a ConfigError ends in main(), status 2
     logging.basicConfig(
         level=cfg.appliance.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
