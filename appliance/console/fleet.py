@@ -17,7 +17,8 @@ from appliance.store import open_db
 bp = Blueprint("fleet", __name__)
 
 STREAM_POLL_S = 1.0
-STREAM_KEEPALIVE_S = 15.0
+# Short, so a closed tab frees its worker thread within seconds (only a write reveals it).
+STREAM_KEEPALIVE_S = 2.0
 # A browser reconnects on its own; bounding a stream frees the worker thread now and then.
 STREAM_MAX_S = 300.0
 

@@ -15,7 +15,7 @@ bp = Blueprint("landing", __name__)
 class Resource:
     title: str
     kind: str  # "archive" (ZIM) | "folder"
-    size_mb: float
+    size: int  # bytes (0 for folders)
 
 
 def list_resources(content_dir: Path) -> list[Resource]:
@@ -29,14 +29,33 @@ def list_resources(content_dir: Path) -> list[Resource]:
         if entry.name.startswith("."):
             continue
         if entry.is_file() and entry.suffix == ".zim":
-            found.append(Resource(_title(entry.stem), "archive", entry.stat().st_size / 1e6))
+            found.append(Resource(_title(entry.stem), "archive", entry.stat().st_size))
         elif entry.is_dir():
-            found.append(Resource(_title(entry.name), "folder", 0.0))
+            found.append(Resource(_title(entry.name), "folder", 0))
     return found
 
 
+def human_size(size: int) -> str:
+    """340 MB, 1.2 GB, 12 kB: decimal units, as phones and file managers show them."""
+    value, unit = float(size), "bytes"
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            break
+        value /= 1000
+    if unit in ("MB", "GB") and value < 10:
+        return f"{value:.1f} {unit}"
+    return f"{value:.0f} {unit}"
+
+
+@bp.app_template_filter("human_size")
+def _human_size_filter(size: int) -> str:
+    return human_size(size)
+
+
 def _title(stem: str) -> str:
-    return stem.replace("_", " ").replace("-", " ").strip().capitalize()
+    # Upper-case the first letter only: capitalize() would flatten "PhysikFuerKlasse7".
+    words = stem.replace("_", " ").replace("-", " ").strip()
+    return words[:1].upper() + words[1:]
 
 
 @bp.get("/")

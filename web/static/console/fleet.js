@@ -16,24 +16,38 @@
     },
   };
 
-  function sparkline(points) {
+  // The x axis is always the last hour (a sample's minute bucket), so a new appliance's first
+  // minutes sit at the right edge instead of stretching across the chart.
+  function sparkline(points, nowMs) {
     const w = 160, h = 36, svg = document.createElementNS(NS, "svg");
     svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
     svg.setAttribute("class", "spark");
     svg.setAttribute("role", "img");
     if (points.length === 0) return svg;
-    const t0 = points[0][0], t1 = points[points.length - 1][0] || t0 + 1;
+    const span = 3600 * 1000, t0 = nowMs - span;
+    const x = (t) => Math.min(w - 2, Math.max(1, ((t - t0) / span) * (w - 2) + 1));
+    const y = (v) => h - 2 - (v / 100) * (h - 4);
     [1, 2].forEach((col) => {
-      const pts = points.filter((p) => p[col] !== null).map((p) =>
-        `${((p[0] - t0) / Math.max(1, t1 - t0) * (w - 2) + 1).toFixed(1)},${(h - 1 - p[col] / 100 * (h - 2)).toFixed(1)}`);
+      const valid = points.filter((p) => p[col] !== null);
+      if (valid.length === 0) return;
+      const cls = col === 1 ? "cpu" : "mem";
+      if (valid.length === 1) {
+        const dot = document.createElementNS(NS, "circle");
+        dot.setAttribute("cx", x(valid[0][0]).toFixed(1));
+        dot.setAttribute("cy", y(valid[0][col]).toFixed(1));
+        dot.setAttribute("r", "1.8");
+        dot.setAttribute("class", cls);
+        svg.appendChild(dot);
+        return;
+      }
       const line = document.createElementNS(NS, "polyline");
-      line.setAttribute("points", pts.join(" "));
-      line.setAttribute("class", col === 1 ? "cpu" : "mem");
+      line.setAttribute("points", valid.map((p) => `${x(p[0]).toFixed(1)},${y(p[col]).toFixed(1)}`).join(" "));
+      line.setAttribute("class", cls);
       svg.appendChild(line);
     });
     const title = document.createElementNS(NS, "title");
     const last = points[points.length - 1];
-    title.textContent = `CPU ${last[1] ?? "–"} %, memory ${last[2] ?? "–"} %`;
+    title.textContent = `CPU ${last[1] ?? "–"} %, memory ${last[2] ?? "–"} % (last hour, per minute)`;
     svg.appendChild(title);
     return svg;
   }
@@ -45,7 +59,7 @@
     return td;
   }
 
-  function row(d) {
+  function row(d, nowMs) {
     const tr = document.createElement("tr");
     tr.dataset.device = d.id;
     tr.className = d.state;
@@ -70,10 +84,11 @@
       const v = d.health[key];
       const td = cell(v === null || v === undefined ? "–" : fmt[key](v), "m");
       td.dataset.metric = key;
+      if (d.state !== "online" && v !== null && v !== undefined) td.title = "last reported value";
       tr.append(td);
     }
     const chart = cell("", "chart");
-    chart.append(sparkline(d.history));
+    chart.append(sparkline(d.history, nowMs));
     tr.append(chart);
     return tr;
   }
@@ -86,7 +101,7 @@
     warn.textContent = !snap.ingest.alive
       ? "The ingest worker is not running: what you see may be out of date."
       : "The console cannot reach the broker: appliances are shown offline until it is back.";
-    tbody.replaceChildren(...snap.devices.map(row));
+    tbody.replaceChildren(...snap.devices.map((d) => row(d, snap.generated_at * 1000)));
     if (snap.devices.length === 0) {
       const tr = document.createElement("tr");
       tr.className = "empty";

@@ -1,0 +1,315 @@
+"""The console and the portal in a real browser (Debian's chromium, driven by Playwright).
+
+What only a browser can show: fleet.js runs under the strict CSP, the fleet table follows the
+server-sent events without a reload, and the portal fits a phone screen.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from appliance import config as config_module
+from tests.harness.services import http_ok, wait_for
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+# Where the lead engineer looks at the pictures after a run (each test also keeps its own copy).
+SHOTS = Path("/tmp/browser-shots")
+PASSWORD = "a long enough password"
+UI_TIMEOUT_MS = 10_000
+# The state changes wait on the agent (re)connecting and the stream's 1 s poll.
+LIVE_TIMEOUT_MS = 15_000
+LOGIN_NEXT = r"/login\?next=(/|%2F)$"
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True,
+         "device_scale_factor": 2}
+LAPTOP = {"viewport": {"width": 1366, "height": 768}}
+
+# Runs before any page script: CSP violations are recorded even if chromium logs them quietly.
+RECORD_CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__cspViolations.push(e.violatedDirective + " " + (e.blockedURI || "inline"));
+});
+"""
+
+
+@dataclass
+class Tab:
+    """A page in a fresh browser context, with every console error and uncaught exception."""
+
+    page: Page
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+
+    def problems(self, *, allow: tuple[str, ...] = ()) -> list[str]:
+        """Errors seen so far, except console errors matching a pattern in `allow`."""
+        found = [f"console: {m}" for m in self.console_errors
+                 if not any(re.search(a, m) for a in allow)]
+        found += [f"pageerror: {m}" for m in self.page_errors]
+        if not self.page.is_closed():
+            found += [f"csp: {v}" for v in self.page.evaluate("window.__cspViolations || []")]
+        return found
+
+    def screenshot(self, tmp_path: Path, name: str) -> Path:
+        path = tmp_path / name
+        self.page.screenshot(path=str(path), full_page=True)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, SHOTS / name)
+        return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One chromium for the module; tests get their own contexts from `open_tab`."""
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        expect.set_options(timeout=UI_TIMEOUT_MS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def open_tab(browser: Browser) -> Iterator[Callable[..., Tab]]:
+    """Factory: `open_tab(**context_options)` -> a Tab in a new context, closed after the test."""
+    contexts = []
+
+    def make(**options: object) -> Tab:
+        context = browser.new_context(**options)
+        context.set_default_timeout(UI_TIMEOUT_MS)
+        context.add_init_script(RECORD_CSP_VIOLATIONS)
+        contexts.append(context)
+        tab = Tab(context.new_page())
+
+        def on_console(msg: ConsoleMessage) -> None:
+            if msg.type == "error":
+                tab.console_errors.append(f"{msg.text} ({msg.location.get('url', '')})")
+
+        tab.page.on("console", on_console)
+        tab.page.on("pageerror", lambda exc: tab.page_errors.append(str(exc)))
+        return tab
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def set_admin_password(console_config: Path, password: str = PASSWORD) -> None:
+    subprocess.run([sys.executable, "-m", "appliance", "--config", str(console_config),
+                    "set-password", "admin", "--password-stdin"],
+                   input=password + "\n", text=True, check=True)
+
+
+def console_url(console_config: Path) -> str:
+    return f"http://127.0.0.1:{config_module.load(console_config).console.port}"
+
+
+def start_console(console_config: Path, start: Callable, *, ingest: bool = True) -> str:
+    set_admin_password(console_config)
+    if ingest:
+        start(console_config, "ingest")
+    start(console_config, "console")
+    base = console_url(console_config)
+    wait_for(lambda: http_ok(base + "/healthz"), what="console up")
+    return base
+
+
+def no_sideways_scroll(page: Page) -> bool:
+    """The document is no wider than the screen.
+
+    Compared with the viewport we asked for, not `innerWidth`: with `is_mobile` chromium widens
+    the layout viewport to fit wide content, so `scrollWidth <= innerWidth` would always hold.
+    """
+    width = page.viewport_size["width"]
+    sizes = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    return sizes[0] <= width and sizes[1] <= width
+
+
+def sign_in(page: Page, base: str, username: str = "admin", password: str = PASSWORD) -> None:
+    """Open the console as a stranger would: redirected to sign-in, then the form."""
+    page.goto(base + "/")
+    expect(page).to_have_url(re.compile(re.escape(base) + LOGIN_NEXT))
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.get_by_label("User name").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_fleet_table_follows_the_agent_live_without_a_reload(
+        appliance_config, console_config, start, open_tab, tmp_path):
+    base = start_console(console_config, start)
+    agent_cfg = appliance_config("school-live")
+    agent = start(agent_cfg, "agent")
+
+    tab = open_tab(**LAPTOP)
+    page = tab.page
+    sign_in(page, base)
+    expect(page).to_have_url(base + "/")
+    expect(page.get_by_role("heading", name="Fleet")).to_be_visible()
+    expect(page.locator("#live")).to_have_text("live")  # the event stream is connected
+
+    row = page.locator('#fleet tr[data-device="school-live"]')
+    state = row.locator("td.state")
+    expect(state).to_have_text(re.compile(r"^\s*online"), timeout=LIVE_TIMEOUT_MS)
+    expect(row).to_have_class("online")
+    # "12 %" is fleet.js formatting a live figure; the server-rendered cell has no unit.
+    expect(row.locator('td[data-metric="cpu_pct"]')).to_have_text(re.compile(r"^\d+ %$"))
+    expect(row.locator('td[data-metric="mem_pct"]')).to_have_text(re.compile(r"^\d+ %$"))
+    expect(row.locator(".name")).to_have_text("School Live")
+    expect(page.locator("#count-online")).to_have_text("1")
+
+    # The chart: an SVG sparkline of the last hour. In its first minute an appliance has one
+    # per-minute point, drawn as a dot at the right edge; later, lines.
+    spark = row.locator("svg.spark")
+    expect(spark).to_have_count(1)
+    for series in ("cpu", "mem"):
+        mark = spark.locator(f"circle.{series}, polyline.{series}")
+        expect(mark).to_have_count(1)
+        if mark.evaluate("e => e.tagName") == "circle":
+            assert 150 <= float(mark.get_attribute("cx")) <= 160  # "now" is the right edge
+        else:
+            point = r"-?\d+(\.\d+)?,-?\d+(\.\d+)?"
+            assert re.fullmatch(rf"{point}( {point})+", mark.get_attribute("points"))
+    expect(spark.locator("title")).to_have_text(
+        re.compile(r"^CPU \d+(\.\d+)? %, memory \d+(\.\d+)? % \(last hour, per minute\)$"))
+
+    time_origin = page.evaluate("performance.timeOrigin")
+    page.evaluate("window.__marker = 1")
+    tab.screenshot(tmp_path, "console-fleet.png")
+
+    # A clean stop publishes "offline": the row changes in place, the page is not reloaded.
+    assert agent.stop() == 0
+    expect(state).to_have_text(re.compile(r"^\s*offline\s*agent stopped"), timeout=LIVE_TIMEOUT_MS)
+    expect(row).to_have_class("offline")
+    expect(page.locator("#count-online")).to_have_text("0")
+    assert page.evaluate("window.__marker") == 1
+    assert page.evaluate("performance.timeOrigin") == time_origin
+    tab.screenshot(tmp_path, "console-fleet-offline.png")
+
+    # Started again: back online in the same document.
+    start(agent_cfg, "agent")
+    expect(state).to_have_text(re.compile(r"^\s*online"), timeout=LIVE_TIMEOUT_MS)
+    expect(row).to_have_class("online")
+    expect(page.locator("#count-online")).to_have_text("1")
+    assert page.evaluate("window.__marker") == 1
+    assert page.evaluate("performance.timeOrigin") == time_origin
+    expect(page.locator("#fleet tbody tr")).to_have_count(1)
+
+    assert tab.problems() == []
+
+
+def test_console_pages_run_under_the_strict_csp_without_errors(console_config, start, open_tab, tmp_path):
+    base = start_console(console_config, start)
+    tab = open_tab(**LAPTOP)
+    page = tab.page
+
+    login = page.goto(base + "/login")
+    assert login is not None
+    assert "script-src 'self'" in login.headers["content-security-policy"]
+    sign_in(page, base)
+    expect(page).to_have_url(base + "/")
+    # fleet.js ran (an external script: allowed) and opened the event stream.
+    expect(page.locator("#live")).to_have_text("live")
+    expect(page.locator("#live")).to_have_class("live on")
+    expect(page.locator("#fleet tbody tr.empty")).to_contain_text("No appliance has reported yet")
+    # The initial snapshot is a JSON data block, not an inline script the CSP would block.
+    assert page.locator("script:not([src])").evaluate_all(
+        "els => els.map(e => e.type)") == ["application/json"]
+    # The same page at a phone width stays usable: no sideways scrolling.
+    page.set_viewport_size(PHONE["viewport"])
+    assert no_sideways_scroll(page)
+    tab.screenshot(tmp_path, "console-fleet-empty-narrow.png")
+
+    assert tab.problems() == []
+
+
+@pytest.mark.parametrize("device", ["phone", "laptop"])
+def test_portal_landing_page_fits_the_screen(appliance_config, start, open_tab, tmp_path, device):
+    cfg_path = appliance_config("school-portal")
+    cfg = config_module.load(cfg_path)
+    base = f"http://127.0.0.1:{cfg.portal.port}"
+    start(cfg_path, "portal")
+    wait_for(lambda: http_ok(base + "/healthz"), what="portal up")
+
+    tab = open_tab(**(PHONE if device == "phone" else LAPTOP))
+    page = tab.page
+
+    def check_layout() -> None:
+        expect(page).to_have_title(re.compile(r"School Portal"))
+        expect(page.get_by_role("heading", level=1)).to_be_visible()
+        expect(page.get_by_role("heading", level=1)).to_have_text("Classroom library")
+        expect(page.locator(".where")).to_have_text("School Portal")
+        assert no_sideways_scroll(page), f"horizontal scroll on {device}"
+
+    page.goto(base + "/")
+    check_layout()
+    expect(page.locator("p.empty")).to_contain_text("Nothing in the library yet")
+
+    content = cfg.portal.content_dir
+    (content / "wikipedia_en_test.zim").write_bytes(b"x" * 1000)
+    (content / "khan-academy-maths").mkdir()
+    # One long word must wrap on a phone, not widen the page.
+    (content / "PhysikFuerDieSekundarstufeZweiteAuflage2024.zim").write_bytes(b"x" * 3_400_000)
+    page.reload()
+    check_layout()
+    items = page.locator("ul.resources li")
+    expect(items).to_have_count(3)
+    expect(items.locator(".title")).to_have_text(
+        ["Khan academy maths", "PhysikFuerDieSekundarstufeZweiteAuflage2024", "Wikipedia en test"])
+    expect(items.nth(1).locator(".meta")).to_have_text("3.4 MB archive")
+    expect(items.nth(0)).to_have_class("folder")
+    expect(items.nth(0).locator(".meta")).to_have_text("collection")
+    expect(items.nth(2)).to_have_class("archive")
+    expect(items.nth(2).locator(".meta")).to_have_text("1 kB archive")
+    expect(page.locator("p.empty")).to_have_count(0)
+    for item in (items.nth(0), items.nth(1), items.nth(2)):
+        box = item.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= page.viewport_size["width"]
+
+    tab.screenshot(tmp_path, f"portal-{device}.png")
+    assert tab.problems() == []
+
+
+def test_failed_sign_in_says_the_same_for_a_wrong_user_and_a_wrong_password(
+        console_config, start, open_tab, tmp_path):
+    base = start_console(console_config, start, ingest=False)
+    tab = open_tab(**LAPTOP)
+    page = tab.page
+
+    def attempt(username: str, password: str) -> tuple[int, str, str]:
+        with page.expect_response(lambda r: r.request.method == "POST") as posted:
+            sign_in(page, base, username, password)
+        alert = page.get_by_role("alert")
+        expect(alert).to_be_visible()
+        expect(page).to_have_url(re.compile(LOGIN_NEXT))
+        expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
+        # The form comes back empty: it does not echo the name it was given either.
+        expect(page.get_by_label("User name")).to_have_value("")
+        return posted.value.status, alert.inner_text(), page.locator("main").inner_text()
+
+    wrong_password = attempt("admin", "not the right password")
+    tab.screenshot(tmp_path, "console-sign-in-failed.png")
+    wrong_user = attempt("nobody-here", "not the right password")
+    assert wrong_password[0] == wrong_user[0] == 401
+    assert wrong_password[1] == "Wrong user name or password."
+    assert wrong_password == wrong_user
+
+    # Still signed out: the fleet is behind the sign-in page.
+    page.goto(base + "/")
+    expect(page).to_have_url(re.compile(LOGIN_NEXT))
+    # The only errors are chromium reporting the two 401 responses.
+    rejected = r"status of 401 \(UNAUTHORIZED\) \(http://127\.0\.0\.1:\d+/login\?next="
+    assert tab.problems(allow=(rejected,)) == []
