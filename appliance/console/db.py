@@ -23,7 +23,8 @@ def init_app(app: Flask, path: Path) -> None:
 def get_db() -> sqlite_utils.Database:
     if "db" not in g:
         g.db = open_db(current_app.config["CONSOLE_DB"])
-    return g.db
+    database: sqlite_utils.Database = g.db
+    return database
 
 
 def _close(exc: BaseException | None = None) -> None:

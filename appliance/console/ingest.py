@@ -98,7 +98,7 @@ class Ingest:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
-            self.handle(msg.topic, msg.payload)
+            self.handle(msg.topic, bytes(msg.payload))
         except Exception:
             # A database error must not take ingest down; the message is lost, the worker is not.
             log.exception("ingest failed for a message on %s", msg.topic)

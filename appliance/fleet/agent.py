@@ -134,7 +134,7 @@ class Agent:
         if msg.topic != self.topics.ack(self.device_id):
             return
         try:
-            ranges = payloads.parse_ack(msg.payload)
+            ranges = payloads.parse_ack(bytes(msg.payload))
         except payloads.PayloadError as exc:
             log.warning("agent %s: ignored a bad acknowledgement: %s", self.device_id, exc.reason)
             return

@@ -23,7 +23,7 @@ class Backoff:
         self.attempt = 0
 
     def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * (2 ** min(self.attempt, 30)))
+        ceiling = min(self.cap, self.base * float(2 ** min(self.attempt, 30)))
         self.attempt += 1
         return max(self.floor, ceiling * self._rand())
 

@@ -161,7 +161,7 @@ class MqttSession:
 
     def _try_connect(self) -> None:
         self.before_connect()
-        properties = Properties(PacketTypes.CONNECT)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = SESSION_EXPIRY_S
         # Open before connect(): paho may already report a disconnect from inside connect().
         self._socket_open = True

@@ -194,6 +194,7 @@ def test_fleet_table_follows_the_agent_live_without_a_reload(
     assert agent.stop() == 0
     expect(state).to_have_text(re.compile(r"^\s*offline\s*agent stopped"), timeout=LIVE_TIMEOUT_MS)
     expect(row).to_have_class("offline")
+    expect(state).to_contain_text("agent stopped · last heard just now")
     expect(page.locator("#count-online")).to_have_text("0")
     assert page.evaluate("window.__marker") == 1
     assert page.evaluate("performance.timeOrigin") == time_origin

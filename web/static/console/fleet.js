@@ -18,6 +18,13 @@
 
   // The x axis is always the last hour (a sample's minute bucket), so a new appliance's first
   // minutes sit at the right edge instead of stretching across the chart.
+  function ago(seconds) {
+    if (seconds < 90) return "just now";
+    if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
+    if (seconds < 129600) return `${Math.round(seconds / 3600)} h ago`;
+    return `${Math.round(seconds / 86400)} d ago`;
+  }
+
   function sparkline(points, nowMs) {
     const w = 160, h = 36, svg = document.createElementNS(NS, "svg");
     svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
@@ -74,9 +81,11 @@
     const dot = document.createElement("span");
     dot.className = "dot";
     state.append(dot, document.createTextNode(d.state));
-    if (d.reason_text) {
+    if (d.state !== "online") {
+      // When the console last heard from it: what an admin needs to judge an outage.
       const why = document.createElement("small");
-      why.textContent = d.reason_text;
+      const heard = d.last_seen ? `last heard ${ago(nowMs / 1000 - d.last_seen)}` : "never heard";
+      why.textContent = d.reason_text ? `${d.reason_text} · ${heard}` : heard;
       state.append(document.createElement("br"), why);
     }
     tr.append(name, state);
@@ -96,6 +105,9 @@
   function render(snap) {
     document.getElementById("count-online").textContent = snap.counts.online;
     document.getElementById("count-total").textContent = snap.counts.total;
+    const rejected = document.getElementById("rejected");
+    rejected.hidden = snap.ingest.rejected_messages === 0;
+    rejected.textContent = `${snap.ingest.rejected_messages} malformed messages rejected (see the ingest log)`;
     const warn = document.getElementById("ingest-warning");
     warn.hidden = snap.ingest.broker_connected;
     warn.textContent = !snap.ingest.alive
