@@ -7,8 +7,9 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import click
 
@@ -38,6 +39,27 @@ def _stop_event() -> threading.Event:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     return stop
+
+
+class WebSection(Protocol):
+    """What [portal] and [console] share: where and how wide to serve."""
+
+    @property
+    def listen(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def threads(self) -> int: ...
+
+
+def _serve(cfg: Config, create_app: Callable[[Config], Any], web: WebSection, name: str) -> None:
+    from appliance.webserver import serve
+
+    create_app(cfg)  # fail here, with one clear line, rather than inside every worker
+    serve(lambda: create_app(cfg), host=web.listen, port=web.port,
+          workers=web.workers, threads=web.threads, name=name)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,12 +103,9 @@ def check_config(ctx: click.Context, as_json: bool) -> None:
 def portal(ctx: click.Context) -> None:
     """Serve the student portal (gunicorn) on [portal] listen:port."""
     from appliance.portal import create_app
-    from appliance.webserver import serve
 
     cfg = _load(ctx)
-    create_app(cfg)  # fail here, with a clear message, rather than inside a worker
-    serve(lambda: create_app(cfg), host=cfg.portal.listen, port=cfg.portal.port,
-          workers=cfg.portal.workers, threads=cfg.portal.threads, name="appliance-portal")
+    _serve(cfg, create_app, cfg.portal, "appliance-portal")
 
 
 @cli.command()
@@ -106,12 +125,9 @@ def agent(ctx: click.Context) -> None:
 def console(ctx: click.Context) -> None:
     """Serve the console web UI (gunicorn) on [console] listen:port."""
     from appliance.console import create_app
-    from appliance.webserver import serve
 
     cfg = _load(ctx)
-    create_app(cfg)
-    serve(lambda: create_app(cfg), host=cfg.console.listen, port=cfg.console.port,
-          workers=cfg.console.workers, threads=cfg.console.threads, name="appliance-console")
+    _serve(cfg, create_app, cfg.console, "appliance-console")
 
 
 @cli.command()
