@@ -16,6 +16,9 @@ from appliance.console import auth, db, fleet
 from appliance.secrets import ensure_secret
 from appliance.webutil import install_security
 
+# Each area of the console is a blueprint; a new one is added to this list.
+BLUEPRINTS = (auth.bp, fleet.bp)
+
 
 def create_app(config: Config, test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(
@@ -46,6 +49,6 @@ def create_app(config: Config, test_config: dict[str, Any] | None = None) -> Fla
         )
     db.init_app(app, config.console_database_path)
     install_security(app, csrf=True)
-    app.register_blueprint(auth.bp)
-    app.register_blueprint(fleet.bp)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
     return app

@@ -54,6 +54,11 @@ class Ingest:
         self.rejected = 0
         # device -> seqs stored since the last flush; acknowledged in one message per device.
         self.pending_acks: dict[str, list[int]] = {}
+        self.handlers: dict[str, Callable[[str, bytes, float], bool]] = {
+            STATUS: self._on_status,
+            TELEMETRY: self._on_telemetry,
+            ACK: self._on_own_ack,
+        }
 
     def handle(self, topic: str, payload: bytes) -> bool:
         """Process one message; True if stored, False if ignored or rejected."""
@@ -64,29 +69,33 @@ class Ingest:
         device_id, kind = parsed
         if not ID_PATTERN.fullmatch(device_id):
             return self._reject("(invalid)", kind, "invalid device id", now)
+        handler = self.handlers.get(kind)
+        if handler is None:
+            return self._reject(device_id, kind[:40], "unknown message kind", now)
         try:
-            if kind == STATUS:
-                if not payload:
-                    return False  # a cleared retained status: nothing to record
-                stored = records.record_status(
-                    self.db, device_id, payloads.parse_status(payload), now
-                )
-            elif kind == TELEMETRY:
-                sample = payloads.parse_telemetry(payload)
-                records.record_telemetry(self.db, device_id, sample, now)
-                # Acknowledged only once stored: the agent keeps it until then (a PUBACK only
-                # means the broker took it, not that the console has it).
-                self.pending_acks.setdefault(device_id, []).append(sample.seq)
-                stored = True
-            elif kind == ACK:
-                return False  # our own acknowledgements, seen through the wildcard
-            else:
-                return self._reject(device_id, kind[:40], "unknown message kind", now)
+            stored = handler(device_id, payload, now)
         except payloads.PayloadError as exc:
             return self._reject(device_id, kind, exc.reason, now)
         if stored:
             self.accepted += 1
         return stored
+
+    # One handler per message kind; a capability that adds a kind adds an entry here.
+    def _on_status(self, device_id: str, payload: bytes, now: float) -> bool:
+        if not payload:
+            return False  # a cleared retained status: nothing to record
+        return records.record_status(self.db, device_id, payloads.parse_status(payload), now)
+
+    def _on_telemetry(self, device_id: str, payload: bytes, now: float) -> bool:
+        sample = payloads.parse_telemetry(payload)
+        records.record_telemetry(self.db, device_id, sample, now)
+        # Acknowledged only once stored: the agent keeps it until then (a PUBACK only means
+        # the broker took it, not that the console has it).
+        self.pending_acks.setdefault(device_id, []).append(sample.seq)
+        return True
+
+    def _on_own_ack(self, device_id: str, payload: bytes, now: float) -> bool:
+        return False  # our own acknowledgements, seen through the wildcard subscription
 
     def _reject(self, device_id: str, kind: str, reason: str, now: float) -> bool:
         self.rejected += 1

@@ -16,6 +16,9 @@ from appliance.config import Config
 from appliance.portal import landing
 from appliance.webutil import install_security
 
+# Each capability of the portal is a blueprint; a new one is added to this list.
+BLUEPRINTS = (landing.bp,)
+
 
 def create_app(config: Config, test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(
@@ -29,5 +32,6 @@ def create_app(config: Config, test_config: dict[str, Any] | None = None) -> Fla
         app.config.update(test_config)
     # No sessions and no forms for students yet, so no cookie and nothing to forge.
     install_security(app, csrf=False)
-    app.register_blueprint(landing.bp)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
     return app
