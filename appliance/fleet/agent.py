@@ -84,6 +84,8 @@ class Agent:
         self._sent: dict[int, float] = {}
         # A sample unacknowledged this long is sent again (the console stores it only once).
         self.resend_after = max(3 * config.agent.interval, 2 * config.mqtt.keepalive, 2.0)
+        # When send_pending() next has something to do; spares the SD card a query per loop.
+        self._next_send_check = 0.0
 
     # -- local state ---------------------------------------------------------------------------
     def _state(self, key: str) -> int:
@@ -129,6 +131,7 @@ class Agent:
         )
         # What was sent on the old connection may never have reached the console: send again.
         self._sent.clear()
+        self._next_send_check = 0.0
 
     def _handle_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if msg.topic != self.topics.ack(self.device_id):
@@ -148,6 +151,7 @@ class Agent:
         for low, high in ranges:
             for seq in [s for s in self._sent if low <= s <= high]:
                 del self._sent[seq]
+        self._next_send_check = 0.0  # the window has room again
 
     # -- sampling ------------------------------------------------------------------------------
     def sample(self) -> int:
@@ -161,6 +165,7 @@ class Agent:
                 "UPDATE health_outbox SET payload = ? WHERE seq = ?",
                 [payloads.telemetry(seq, ts, metrics), seq],
             )
+        self._next_send_check = 0.0
         return seq
 
     def _send(self, seq: int, payload: bytes) -> None:
@@ -170,12 +175,13 @@ class Agent:
 
     def send_pending(self) -> int:
         """Send the newest sample first, then the backlog oldest first, within the window."""
-        if not self.session.connected:
-            return 0
         now = time.monotonic()
+        if not self.session.connected or now < self._next_send_check:
+            return 0
         in_flight = sum(1 for t in self._sent.values() if now - t < self.resend_after)
         budget = min(BATCH, WINDOW - in_flight)
         if budget <= 0:
+            self._next_send_check = min(self._sent.values()) + self.resend_after
             return 0
         newest = self.db.execute(
             "SELECT seq, payload FROM health_outbox WHERE acked = 0 ORDER BY seq DESC LIMIT 1"
@@ -192,6 +198,12 @@ class Agent:
             if last is None or now - last >= self.resend_after:
                 self._send(seq, payload)
                 sent += 1
+        if sent < budget:
+            # Everything unacknowledged is in flight: nothing to do until a sample, an
+            # acknowledgement, a reconnect, or the oldest resend falls due.
+            self._next_send_check = (
+                min(self._sent.values()) + self.resend_after if self._sent else float("inf")
+            )
         return sent
 
     def prune(self) -> None:
