@@ -240,10 +240,15 @@ class Lab:
             f"  logs      {self.directory / 'logs'}",
             "",
             "Try: kill an agent's pid and watch the console mark it offline; start it again with",
-            f"  {sys.executable} -m appliance --config {cfg} agent",
+            f"  {_appliance_command()} --config {cfg} agent",
             "",
         ]
         return "\n".join(lines)
+
+
+def _appliance_command() -> str:
+    script = Path(sys.executable).parent / "appliance"
+    return str(script) if script.exists() else f"{sys.executable} -m appliance"
 
 
 def _lock(path: Path) -> IO[str]:
