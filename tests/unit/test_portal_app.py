@@ -29,3 +29,11 @@ def test_sizes_read_like_a_file_manager():
 
     assert [human_size(n) for n in (0, 999, 1000, 2_000_000, 340_000_000, 1_200_000_000, 10**13)] == [
         "0 bytes", "999 bytes", "1 kB", "2.0 MB", "340 MB", "1.2 GB", "10000 GB"]
+
+
+def test_file_names_cannot_inject_markup(cfg):
+    cfg.portal.content_dir.mkdir(parents=True)
+    (cfg.portal.content_dir / "<script>alert(1)<").mkdir()
+    page = create_app(cfg).test_client().get("/").get_data(as_text=True)
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(1)&lt;" in page
