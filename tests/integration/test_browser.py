@@ -6,18 +6,24 @@ server-sent events without a reload, and the portal fits a phone screen.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from appliance import config as config_module
+from appliance.fleet import payloads
+from appliance.store import open_db
 from tests.harness.services import http_ok, wait_for
 
 pytestmark = pytest.mark.integration
@@ -314,3 +320,114 @@ def test_failed_sign_in_says_the_same_for_a_wrong_user_and_a_wrong_password(
     # The only errors are chromium reporting the two 401 responses.
     rejected = r"status of 401 \(UNAUTHORIZED\) \(http://127\.0\.0\.1:\d+/login\?next="
     assert tab.problems(allow=(rejected,)) == []
+
+
+def publish_past_samples(broker_port: int, device_id: str, now_ms: int) -> int:
+    """A day of earlier samples on the device's telemetry topic, as an agent's backlog arrives.
+
+    Every 5 minutes from 24 h ago, every 20 s in the last hour, nothing from 10 h to 8 h ago (a
+    gap the charts must show). Their seqs are far above the agent's own, so the console's
+    acknowledgements of them mark nothing in the agent's outbox.
+    """
+    stamps = [now_ms - m * 60_000 for m in range(24 * 60, 60, -5) if not 8 * 60 <= m <= 10 * 60]
+    stamps += [now_ms - s * 1000 for s in range(3600, 10, -20)]
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-backlog", protocol=mqtt.MQTTv5)
+    pub.connect("127.0.0.1", broker_port)
+    pub.loop_start()
+    try:
+        for i, ts in enumerate(stamps):
+            hour = ts / 3_600_000
+            metrics = {"cpu_pct": round(30 + 25 * math.sin(hour), 1),
+                       "mem_pct": round(42 + 3 * math.sin(hour / 3), 1),
+                       "disk_pct": 22.0 + i / len(stamps),
+                       "temp_c": round(48 + 4 * math.sin(hour / 2), 1)}
+            info = pub.publish(f"edge/v1/dev/{device_id}/tele",
+                               payloads.telemetry(1_000_000 + i, ts, metrics), qos=1)
+        info.wait_for_publish(10)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    return len(stamps)
+
+
+def test_device_page_opens_from_the_fleet_and_changes_range_without_a_reload(
+        broker, appliance_config, console_config, start, open_tab, tmp_path):
+    base = start_console(console_config, start)
+    start(appliance_config("school-device"), "agent")
+    sent = publish_past_samples(broker.port, "school-device", int(time.time() * 1000))
+    console_db = config_module.load(console_config).console_database_path
+
+    def stored() -> bool:
+        db = open_db(console_db)
+        try:
+            return db.execute("SELECT count(*) FROM health WHERE ts < ?",
+                              [int(time.time() * 1000) - 10_000]).fetchone()[0] >= sent
+        finally:
+            db.conn.close()
+
+    wait_for(stored, what="the past samples stored")
+
+    tab = open_tab(**LAPTOP)
+    page = tab.page
+    page.clock.install()  # timers run on their own, and can be fast-forwarded to the next refresh
+    sign_in(page, base)
+    expect(page).to_have_url(base + "/")
+    row = page.locator('#fleet tr[data-device="school-device"]')
+    expect(row.locator("td.state")).to_have_text(re.compile(r"^\s*online"), timeout=LIVE_TIMEOUT_MS)
+    link = row.get_by_role("link", name="School Device")
+    expect(link).to_have_attribute("href", "/device/school-device")  # built by fleet.js
+    link.click()
+
+    expect(page).to_have_url(base + "/device/school-device")
+    expect(page.get_by_role("heading", level=1)).to_have_text("School Device")
+    expect(page.locator("#dev-state")).to_have_text("online")
+    expect(page.locator("#dev-agent")).to_have_text(re.compile(r"^\d+\.\d+"))
+    expect(page.locator("#dev-interval")).to_have_text("0.5 s")
+    # device.js formatted the current figures (the server renders bare numbers).
+    expect(page.locator('#figures dd[data-metric="cpu_pct"]')).to_have_text(re.compile(r"^\d+ %$"))
+    expect(page.get_by_role("button", name="24 h")).to_have_attribute("aria-pressed", "true")
+
+    # 24 h: the past day drawn as lines, broken at the 2-hour gap.
+    cpu = page.locator("#chart-cpu svg")
+    expect(cpu).to_have_count(1)
+    assert cpu.locator("polyline.series").count() >= 2
+    point = r"\d+(\.\d+)?,\d+(\.\d+)?"
+    assert re.fullmatch(rf"{point}( {point})+", cpu.locator("polyline.series").first.get_attribute("points"))
+    expect(page.locator("#chart-cpu .stats")).to_have_text(
+        re.compile(r"^latest \d+(\.\d+)? % · min \d+(\.\d+)? · max \d+(\.\d+)?$"))
+    expect(cpu.locator("text.axis")).to_have_text(["0", "50", "100", "24 h ago", "12 h ago", "now"])
+    expect(page.locator("#chart-temp .stats")).to_contain_text("°C")
+    expect(page.locator("#history-status")).to_contain_text("Last 24 h, averaged per 6 min")
+
+    tab.screenshot(tmp_path, "console-device-24h.png")
+
+    time_origin = page.evaluate("performance.timeOrigin")
+    page.evaluate("window.__marker = 1")
+    one_hour = "/api/device/school-device/history?hours=1"
+    with page.expect_response(lambda r: r.url.endswith(one_hour)) as answer:
+        page.get_by_role("button", name="1 h").click()
+    assert answer.value.status == 200
+    expect(page.get_by_role("button", name="1 h")).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_role("button", name="24 h")).to_have_attribute("aria-pressed", "false")
+    expect(page.locator("#history-status")).to_contain_text("Last 1 h, averaged per 15 s")
+    expect(cpu.locator("text.axis")).to_have_text(["0", "50", "100", "1 h ago", "30 min ago", "now"])
+    expect(cpu.locator("polyline.series, circle.series").first).to_be_visible()
+    expect(page).to_have_url(base + "/device/school-device?hours=1")  # remembered, not reloaded
+    assert page.evaluate("window.__marker") == 1
+    assert page.evaluate("performance.timeOrigin") == time_origin
+    tab.screenshot(tmp_path, "console-device.png")
+
+    # Every 30 s the page asks again, for the range shown, and for the current state.
+    with page.expect_response(lambda r: r.url.endswith(one_hour)) as again, \
+            page.expect_response(lambda r: r.url.endswith("/api/fleet")) as fleet_again:
+        page.clock.fast_forward(31_000)
+    assert again.value.status == fleet_again.value.status == 200
+    assert page.evaluate("window.__marker") == 1
+
+    # At a phone's width the page stays readable: no sideways scrolling, charts redrawn to fit.
+    page.set_viewport_size(PHONE["viewport"])
+    expect(cpu).to_have_attribute("width", re.compile(r"^[23]\d\d$"))
+    assert no_sideways_scroll(page)
+    tab.screenshot(tmp_path, "console-device-narrow.png")
+
+    assert tab.problems() == []

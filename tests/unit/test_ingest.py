@@ -95,3 +95,19 @@ def test_stored_samples_are_queued_for_acknowledgement_rejected_ones_are_not(cfg
     assert ingest.pending_acks == {"pi-1": [7, 8]}
     assert not ingest.handle("edge/v1/dev/pi-1/ack", payloads.acks([7])[0])
     assert ingest.rejected == 1
+
+
+def test_fleet_history_reads_one_key_range_per_device_not_the_whole_table(cfg):
+    _, db, _ = make(cfg)
+    plans = []
+    original = db.execute
+
+    def explain(sql, params=None):
+        if "FROM devices d CROSS JOIN health" in sql:
+            plans.extend(r[3] for r in original("EXPLAIN QUERY PLAN " + sql, params).fetchall())
+        return original(sql, params)
+
+    db.execute = explain
+    records.snapshot(db, now=1000.5)
+    assert any("USING PRIMARY KEY (device_id=? AND ts>?)" in p for p in plans), plans
+    assert not any(p.startswith("SCAN h") for p in plans), plans

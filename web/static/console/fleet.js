@@ -5,26 +5,11 @@
   const live = document.getElementById("live");
   const NS = "http://www.w3.org/2000/svg";
 
-  const fmt = {
-    cpu_pct: (v) => v.toFixed(0) + " %",
-    mem_pct: (v) => v.toFixed(0) + " %",
-    disk_pct: (v) => v.toFixed(0) + " %",
-    temp_c: (v) => v.toFixed(1) + " °C",
-    uptime_s: (v) => {
-      const d = Math.floor(v / 86400), h = Math.floor((v % 86400) / 3600), m = Math.floor((v % 3600) / 60);
-      return d ? `${d} d ${h} h` : h ? `${h} h ${m} min` : `${m} min`;
-    },
-  };
+  const fmt = window.ConsoleFormat.metric;
+  const ago = window.ConsoleFormat.ago;
 
   // The x axis is always the last hour (a sample's minute bucket), so a new appliance's first
   // minutes sit at the right edge instead of stretching across the chart.
-  function ago(seconds) {
-    if (seconds < 90) return "just now";
-    if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
-    if (seconds < 129600) return `${Math.round(seconds / 3600)} h ago`;
-    return `${Math.round(seconds / 86400)} d ago`;
-  }
-
   function sparkline(points, nowMs) {
     const w = 160, h = 36, svg = document.createElementNS(NS, "svg");
     svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
@@ -71,12 +56,14 @@
     tr.dataset.device = d.id;
     tr.className = d.state;
     const name = cell("");
-    const strong = document.createElement("span");
-    strong.className = "name";
-    strong.textContent = d.name;
+    // The name opens the device page; text only, the id escaped for the URL.
+    const link = document.createElement("a");
+    link.className = "name";
+    link.href = "/device/" + encodeURIComponent(d.id);
+    link.textContent = d.name;
     const small = document.createElement("small");
     small.textContent = d.id;
-    name.append(strong, document.createElement("br"), small);
+    name.append(link, document.createElement("br"), small);
     const state = cell("", "state");
     const dot = document.createElement("span");
     dot.className = "dot";

@@ -1,0 +1,98 @@
+"""One appliance's page: who it is, how it is now (same presence rules as the fleet), its history."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, current_app, render_template, request
+
+from appliance.config import ID_PATTERN
+from appliance.console import records
+from appliance.console.auth import login_required
+from appliance.console.db import get_db
+
+bp = Blueprint("device", __name__)
+
+DEFAULT_HOURS = 24
+# Ranges the page offers; the API takes any whole number of hours up to the maximum.
+RANGES = ((1, "1 h"), (24, "24 h"), (168, "7 d"))
+HOURS_ERROR = f"hours must be a whole number from 1 to {records.DEVICE_HISTORY_MAX_HOURS}"
+# The current figures, in the order shown.
+FIGURES = (
+    ("cpu_pct", "CPU"), ("mem_pct", "Memory"), ("disk_pct", "Disk"), ("temp_c", "Temperature"),
+    ("load1", "Load (1 min)"), ("uptime_s", "Uptime"),
+)
+# Charts: element id, caption, metric of the history points, y scale ("pct" is 0-100).
+CHARTS = (
+    ("cpu", "CPU %", "cpu_pct", "pct"),
+    ("mem", "Memory %", "mem_pct", "pct"),
+    ("disk", "Disk %", "disk_pct", "pct"),
+    ("temp", "Temperature °C", "temp_c", "auto"),
+)
+
+
+def _valid_id(device_id: str) -> bool:
+    return bool(ID_PATTERN.fullmatch(device_id))
+
+
+def _when(ts: float | None) -> str:
+    """Server-rendered time (UTC); device.js replaces it with the browser's local time."""
+    if ts is None:
+        return "never"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _interval(seconds: float | None) -> str:
+    if not seconds:
+        return "not announced"
+    return f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:g} min"
+
+
+def _hours(raw: str | None) -> int | None:
+    """The `hours` query parameter, or None when it is not a whole number in range."""
+    if raw is None:
+        return DEFAULT_HOURS
+    if not re.fullmatch(r"[0-9]{1,3}", raw):
+        return None
+    hours = int(raw)
+    return hours if 1 <= hours <= records.DEVICE_HISTORY_MAX_HOURS else None
+
+
+# `path:` so that anything under /device/ (a slash, "..") gets this 404 page, not Flask's.
+@bp.get("/device/<path:device_id>")
+@login_required
+def page(device_id: str) -> Any:
+    found = None
+    if _valid_id(device_id):
+        config = current_app.config["APPLIANCE_CONFIG"]
+        found = records.device(
+            get_db(), device_id, fallback_silent_after=config.console.offline_after
+        )
+    if found is None:
+        return render_template("device.html", device=None, device_id=device_id), 404
+    charts = [
+        (key, label, records.DEVICE_HISTORY_METRICS.index(metric) + 1, scale)
+        for key, label, metric, scale in CHARTS
+        if metric != "temp_c" or found["has_temp"]
+    ]
+    return render_template(
+        "device.html", device=found, ranges=RANGES, default_hours=DEFAULT_HOURS,
+        figures=FIGURES, charts=charts, when=_when, interval=_interval,
+    )
+
+
+@bp.get("/api/device/<path:device_id>/history")
+@login_required
+def history(device_id: str) -> Any:
+    hours = _hours(request.args.get("hours"))
+    if hours is None:
+        return {"error": HOURS_ERROR, "parameter": "hours"}, 400
+    found = None
+    if _valid_id(device_id):
+        found = records.device_history(get_db(), device_id, time.time(), hours)
+    if found is None:
+        return {"error": "unknown device"}, 404
+    return found
