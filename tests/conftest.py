@@ -73,8 +73,9 @@ def start(tmp_path: Path) -> Iterator:
     """Factory: start `appliance --config CFG COMMAND`; every process is stopped afterwards."""
     procs: list[Process] = []
 
-    def run(config: Path, command: str) -> Process:
-        proc = Process(config, command, tmp_path / f"{config.parent.name}-{command}-{len(procs)}.log")
+    def run(config: Path, command: str, netns: str | None = None) -> Process:
+        log = tmp_path / f"{config.parent.name}-{command}-{len(procs)}.log"
+        proc = Process(config, command, log, netns=netns)
         procs.append(proc.start())
         return proc
 

@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,11 +60,15 @@ class Mosquitto:
         tls: BrokerTls | None = None,
         persistence: bool = False,
         max_queued_messages: int = 1000,
+        netns: str | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.host = host
-        self.port = port or free_port(host)
+        # In a network namespace (tests of the virtual classroom) the port is probed from
+        # inside that namespace.
+        self.netns = netns
+        self.port = port or free_port("127.0.0.1" if netns else host)
         self.conf = self.directory / "mosquitto.conf"
         self.log = self.directory / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -106,8 +111,9 @@ class Mosquitto:
 
     def start(self, timeout: float = 10.0) -> Mosquitto:
         with self.log.open("ab") as log:
+            prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
             self.proc = subprocess.Popen(
-                [mosquitto_binary(), "-c", str(self.conf)],
+                [*prefix, mosquitto_binary(), "-c", str(self.conf)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -118,11 +124,20 @@ class Mosquitto:
                 raise RuntimeError(
                     f"mosquitto exited with {self.proc.returncode}:\n{self.log.read_text()[-2000:]}"
                 )
-            if port_open(self.host, self.port):
+            if self._listening():
                 return self
             time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"mosquitto did not listen on {self.host}:{self.port} in {timeout} s")
+
+    def _listening(self) -> bool:
+        if self.netns is None:
+            return port_open(self.host, self.port)
+        probe = f"import socket; socket.create_connection(({self.host!r}, {self.port}), 0.2).close()"
+        return subprocess.run(
+            ["ip", "netns", "exec", self.netns, sys.executable, "-c", probe],
+            capture_output=True, check=False,
+        ).returncode == 0
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

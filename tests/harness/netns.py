@@ -19,10 +19,11 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 class Namespace:
     name: str
 
-    def run(self, *cmd: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def run(self, *cmd: str, check: bool = True, timeout: float = 30,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["ip", "netns", "exec", self.name, *cmd],
-            check=check, capture_output=True, text=True, timeout=timeout,
+            check=check, capture_output=True, text=True, timeout=timeout, input=input,
         )
 
     def popen(self, *cmd: str, **kwargs: object) -> subprocess.Popen[bytes]:

@@ -53,15 +53,18 @@ def write_config(path: Path, **sections: dict[str, object]) -> Path:
 class Process:
     """An `appliance` subcommand in its own process; log captured to a file."""
 
-    def __init__(self, config: Path, command: str, log: Path) -> None:
-        self.config, self.command, self.log = config, command, log
+    def __init__(self, config: Path, command: str, log: Path, netns: str | None = None) -> None:
+        self.config, self.command, self.log, self.netns = config, command, log, netns
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Process:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.log.open("ab") as out:
+            # `ip netns exec` execs the command, so the pid (and its signals) stay the service's.
+            prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "appliance", "--config", str(self.config), self.command],
+                [*prefix, sys.executable, "-m", "appliance", "--config", str(self.config),
+                 self.command],
                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True,
             )
         return self
