@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, render_template, stream_with
 from appliance.console import records
 from appliance.console.auth import login_required
 from appliance.console.db import get_db
+from appliance.console.live import FleetDiff
 from appliance.store import open_db
 
 bp = Blueprint("fleet", __name__)
@@ -50,25 +51,23 @@ def api_fleet() -> Any:
 @bp.get("/events")
 @login_required
 def events() -> Response:
-    """Server-sent events: the snapshot whenever it changes, a comment line to keep proxies open."""
+    """Server-sent events: the snapshot, then patches as it changes; comments keep proxies open."""
     db_path = current_app.config["CONSOLE_DB"]
     config = current_app.config["APPLIANCE_CONFIG"]
 
     def stream() -> Iterator[str]:
         database = open_db(db_path)
+        diff = FleetDiff()
         try:
-            last = None
             started = last_sent = time.monotonic()
             yield "retry: 2000\n\n"
             while time.monotonic() - started < STREAM_MAX_S:
-                snap = records.snapshot(
+                event = diff.update(records.snapshot(
                     database, fallback_silent_after=config.console.offline_after
-                )
-                comparable = json.dumps({**snap, "generated_at": None}, sort_keys=True)
-                if comparable != last:
-                    last = comparable
+                ))
+                if event is not None:
                     last_sent = time.monotonic()
-                    yield f"event: fleet\ndata: {json.dumps(snap)}\n\n"
+                    yield f"event: {event[0]}\ndata: {json.dumps(event[1])}\n\n"
                 elif time.monotonic() - last_sent > STREAM_KEEPALIVE_S:
                     last_sent = time.monotonic()
                     yield ": keepalive\n\n"

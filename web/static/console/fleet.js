@@ -111,12 +111,44 @@
     }
   }
 
-  render(JSON.parse(document.getElementById("initial").textContent));
-  const source = new EventSource("/events");
-  source.addEventListener("fleet", (e) => {
+  // The page's copy of the fleet: replaced by a "fleet" event, merged with each "patch".
+  let state = JSON.parse(document.getElementById("initial").textContent);
+  let receivedAt = Date.now();
+  const byId = new Map();
+
+  function show() {
+    // Times ("last heard 3 min ago") move on between events: age the snapshot by local time.
+    const elapsed = (Date.now() - receivedAt) / 1000;
+    render({ ...state, generated_at: state.generated_at + elapsed });
+  }
+
+  function replace(snap) {
+    state = snap;
+    byId.clear();
+    snap.devices.forEach((d) => byId.set(d.id, d));
+    receivedAt = Date.now();
+    show();
+  }
+
+  function patch(p) {
+    p.devices.forEach((d) => byId.set(d.id, d));
+    p.removed.forEach((id) => byId.delete(id));
+    const order = p.order || state.devices.map((d) => d.id);
+    state = { generated_at: p.generated_at, ingest: p.ingest, counts: p.counts,
+              devices: order.filter((id) => byId.has(id)).map((id) => byId.get(id)) };
+    receivedAt = Date.now();
+    show();
+  }
+
+  function connected() {
     live.textContent = "live";
     live.className = "live on";
-    render(JSON.parse(e.data));
-  });
+  }
+
+  replace(state);
+  setInterval(show, 30000);
+  const source = new EventSource("/events");
+  source.addEventListener("fleet", (e) => { connected(); replace(JSON.parse(e.data)); });
+  source.addEventListener("patch", (e) => { connected(); patch(JSON.parse(e.data)); });
   source.onerror = () => { live.textContent = "reconnecting…"; live.className = "live"; };
 })();
