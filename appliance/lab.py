@@ -23,10 +23,13 @@ from pathlib import Path
 from typing import IO
 
 from appliance.config import load as load_config
-from appliance.fleet.broker import Mosquitto, port_open
+from appliance.fleet.broker import BrokerTls, Mosquitto, port_open
+from appliance.fleet.pki import CertificateAuthority
+from appliance.fleet.topics import Topics
 from appliance.secrets import write_secret
 
 HOST = "127.0.0.1"
+CONSOLE_ID = "lab-console"
 
 
 class LabError(Exception):
@@ -70,6 +73,7 @@ class Lab:
     interval: float = 2.0
     services: list[Service] = field(default_factory=list)
     broker: Mosquitto | None = None
+    broker_tls: BrokerTls | None = None
 
     @property
     def broker_port(self) -> int:
@@ -85,15 +89,32 @@ class Lab:
     def appliance_id(self, n: int) -> str:
         return f"lab-school-{n}"
 
+    @property
+    def ingest_identity(self) -> str:
+        return f"console-ingest-{CONSOLE_ID}"
+
     # -- set-up --------------------------------------------------------------------------------
     def prepare(self) -> str:
         """Write every config and the admin password; return the password."""
         d = self.directory
-        mqtt = {"host": HOST, "port": self.broker_port, "tls": False, "keepalive": 5}
+        # Mutual TLS and the broker's ACL, as in production: each process has its own
+        # certificate, whose CN is its identity.
+        ca = CertificateAuthority.open(d / "pki", name="Classroom Edge lab CA")
+        server = ca.issue("broker", server_names=(HOST, "localhost"))
+        self.broker_tls = BrokerTls(
+            ca.ca_file, server.cert, server.key, acl=Topics().broker_acl([self.ingest_identity])
+        )
+
+        def mqtt(identity: str) -> dict[str, object]:
+            pair = ca.issue(identity)
+            return {"host": HOST, "port": self.broker_port, "tls": True, "keepalive": 5,
+                    "ca_file": str(ca.ca_file), "cert_file": str(pair.cert),
+                    "key_file": str(pair.key)}
+
         write_toml(d / "console" / "console.toml", {
-            "appliance": {"id": "lab-console", "name": "Lab console",
+            "appliance": {"id": CONSOLE_ID, "name": "Lab console",
                           "state_dir": str(d / "console" / "state")},
-            "mqtt": mqtt,
+            "mqtt": mqtt(self.ingest_identity),
             "console": {"listen": HOST, "port": self.console_port, "workers": 1,
                         "cookie_secure": False, "offline_after": 6 * self.interval},
         })
@@ -105,7 +126,7 @@ class Lab:
                               "state_dir": str(base / "state")},
                 "portal": {"listen": HOST, "port": self.portal_port(n), "workers": 1,
                            "content_dir": str(base / "content")},
-                "mqtt": mqtt,
+                "mqtt": mqtt(self.appliance_id(n)),
                 "agent": {"interval": self.interval, "backoff_max": 5.0},
             })
         password_file = d / "secrets" / "console-admin-password"
@@ -160,8 +181,11 @@ class Lab:
 
     # -- running -------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.broker_tls is None:
+            raise LabError("the lab must be prepared before it starts")
         self.broker = Mosquitto(
-            self.directory / "broker", port=self.broker_port, persistence=True
+            self.directory / "broker", port=self.broker_port, persistence=True,
+            tls=self.broker_tls,
         ).start()
         for service in self.services:
             service.log.parent.mkdir(parents=True, exist_ok=True)
@@ -228,7 +252,8 @@ class Lab:
             "Classroom Edge lab is running (Ctrl-C stops it).",
             f"  console   http://{HOST}:{self.console_port}/   user: admin   password: {password}",
             f"            (password kept in {self.directory / 'secrets' / 'console-admin-password'})",
-            f"  broker    mqtt://{HOST}:{self.broker_port}",
+            f"  broker    mqtts://{HOST}:{self.broker_port}   "
+            f"(mutual TLS; certificates in {self.directory / 'pki'})",
         ]
         for n in range(1, self.count + 1):
             agent = next(s for s in self.services if s.name == f"{self.appliance_id(n)} agent")

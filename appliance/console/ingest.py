@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 3600
 
 
+def ingest_identity(config: Config) -> str:
+    """The ingest worker's MQTT client id, and the CN its certificate must carry."""
+    return f"console-ingest-{config.appliance.id}"
+
+
 class Ingest:
     def __init__(
         self,
@@ -43,9 +48,7 @@ class Ingest:
         self.clock = clock
         self.topics = Topics(config.mqtt.topic_root)
         migrate(db, "console", MIGRATIONS)
-        self.client = client or make_client(
-            config.mqtt, client_id=f"console-ingest-{config.appliance.id}"
-        )
+        self.client = client or make_client(config.mqtt, client_id=ingest_identity(config))
         self.client.on_message = self._on_message
         self.session = MqttSession(
             self.client, config.mqtt, on_connected=self._subscribe, name="ingest"

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.secrets import write_secret
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
@@ -41,12 +43,16 @@ def mosquitto_binary() -> str:
 
 @dataclass(frozen=True)
 class BrokerTls:
-    """Server certificate and the CA that signs client certificates (mutual TLS)."""
+    """Server certificate and the CA that signs client certificates (mutual TLS).
+
+    With `acl` (Mosquitto ACL text, see Topics.broker_acl) each client is confined to the topics
+    its certificate's identity allows."""
 
     ca_file: Path
     cert_file: Path
     key_file: Path
     require_client_certificate: bool = True
+    acl: str | None = None
 
 
 class Mosquitto:
@@ -102,6 +108,10 @@ class Mosquitto:
                 "use_username_as_clientid true",
                 "allow_anonymous false" if tls.require_client_certificate else "allow_anonymous true",
             ]
+            if tls.acl is not None:
+                acl_file = self.directory / "acl"
+                write_secret(acl_file, tls.acl)
+                lines.append(f"acl_file {acl_file}")
 
         if needs_root and os.geteuid() == 0:
             # Mosquitto drops to its own user after reading the config and could then neither

@@ -10,8 +10,10 @@ import urllib.parse
 import urllib.request
 from http.cookiejar import CookieJar
 
+import paho.mqtt.client as mqtt
 import psutil
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.fleet.broker import port_open
 from tests.harness.services import REPO, wait_for
@@ -77,6 +79,19 @@ def test_lab_runs_a_fleet_and_stops_cleanly(tmp_path):
         wait_for(lambda: fleet()["counts"]["online"] == 1, timeout=10, what="one offline")
         gone = next(d for d in fleet()["devices"] if d["id"] == "lab-school-2")
         assert gone["state"] == "offline"
+
+        # The lab's broker speaks only mutual TLS, as a district's does: plain MQTT gets nowhere.
+        plain = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="outsider", protocol=mqtt.MQTTv5)
+        refused = False
+        try:
+            plain.connect("127.0.0.1", base_port, keepalive=5)
+            for _ in range(20):
+                if plain.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
+                    refused = True
+                    break
+        except OSError:
+            refused = True
+        assert refused and not plain.is_connected()
 
         children = psutil.Process(lab.pid).children(recursive=True)
         assert len(children) >= 6  # broker, ingest, console, portals, agents (+ gunicorn workers)
