@@ -119,8 +119,7 @@ class MqttSession:
     def _handle_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
                            reason_code: object, properties: object) -> None:
         if self.connected:
-            log.warning("%s: disconnected from broker (%s)", self.name, reason_code)
-            self._drop(f"disconnected: {reason_code}")
+            self._drop(f"disconnected: {reason_code}")  # logged with the retry
         else:
             # Closed before CONNACK: with TLS 1.3 this is how a refused client certificate looks.
             self._drop("closed by the broker before accepting us: check the client certificate "

@@ -1,7 +1,5 @@
 """The agent's outbox without a broker: sampling, acknowledgements, retention."""
 
-import dataclasses
-
 from appliance.fleet import payloads
 from appliance.fleet.agent import Agent
 from appliance.store import open_db
@@ -47,5 +45,5 @@ def test_session_counter_is_persisted_per_attempt(cfg):
     agent = make_agent(cfg)
     agent._arm_will()
     agent._arm_will()
-    again = make_agent(dataclasses.replace(cfg))
+    again = make_agent(cfg)
     assert again.session_counter == 2
