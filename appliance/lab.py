@@ -26,7 +26,7 @@ from appliance.config import load as load_config
 from appliance.fleet.broker import BrokerTls, Mosquitto, port_open
 from appliance.fleet.pki import CertificateAuthority
 from appliance.fleet.topics import Topics
-from appliance.secrets import write_secret
+from appliance.secretfiles import write_secret
 
 HOST = "127.0.0.1"
 CONSOLE_ID = "lab-console"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from appliance.fleet.broker import Mosquitto, free_port
-from tests.harness.netns import Network
-from tests.harness.services import Process, wait_for, write_config
+from appliance.harness.netns import Network
+from appliance.harness.process import Process, wait_for, write_config
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -70,12 +70,12 @@ def console_config(tmp_path: Path, broker: Mosquitto) -> Path:
 
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator:
-    """Factory: start `appliance --config CFG COMMAND`; every process is stopped afterwards."""
+    """Factory: start `appliance --config CFG COMMAND [ARGS...]`; every process is stopped afterwards."""
     procs: list[Process] = []
 
-    def run(config: Path, command: str, netns: str | None = None) -> Process:
-        log = tmp_path / f"{config.parent.name}-{command}-{len(procs)}.log"
-        proc = Process(config, command, log, netns=netns)
+    def run(config: Path, *args: str, netns: str | None = None) -> Process:
+        log = tmp_path / f"{config.parent.name}-{'-'.join(args)}-{len(procs)}.log"
+        proc = Process(config, *args, log=log, netns=netns)
         procs.append(proc.start())
         return proc
 

@@ -13,8 +13,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from appliance import paths
 from appliance.config import Config
 from appliance.console import auth, db, device, fleet
-from appliance.secrets import ensure_secret
-from appliance.webutil import install_security
+from appliance.secretfiles import ensure_secret
+from appliance.websecurity import install_security
 
 # Each area of the console is a blueprint; a new one is added to this list.
 BLUEPRINTS = (auth.bp, fleet.bp, device.bp)

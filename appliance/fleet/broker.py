@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.secrets import write_secret
+from appliance.secretfiles import write_secret
 
 
 def free_port(host: str = "127.0.0.1") -> int:

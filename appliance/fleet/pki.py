@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from appliance.secrets import write_secret
+from appliance.secretfiles import write_secret
 
 CA_DAYS = 10 * 365
 LEAF_DAYS = 2 * 365

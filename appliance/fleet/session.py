@@ -20,7 +20,7 @@ from paho.mqtt.properties import Properties
 
 from appliance.config import ConfigError, MqttSection
 from appliance.fleet.backoff import Backoff
-from appliance.secrets import check_private, read_secret
+from appliance.secretfiles import check_private, read_secret
 
 log = logging.getLogger(__name__)
 

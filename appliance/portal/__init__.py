@@ -14,7 +14,7 @@ from flask import Flask
 from appliance import paths
 from appliance.config import Config
 from appliance.portal import landing
-from appliance.webutil import install_security
+from appliance.websecurity import install_security
 
 # Each capability of the portal is a blueprint; a new one is added to this list.
 BLUEPRINTS = (landing.bp,)

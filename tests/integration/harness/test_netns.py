@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tests.harness.netns import ip
+from appliance.harness.netns import ip
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ c, _ = s.accept(); c.sendall(c.recv(100).upper()); c.close()
 def test_two_namespaces_pass_traffic(network):
     network.add("pi")
     network.add("laptop")
-    network.link("pi", "192.0.2.1/24", "laptop", "192.0.2.50/24")
+    network.link("pi", "laptop", "192.0.2.1/24", "192.0.2.50/24")
     pi, laptop = network.namespaces["pi"], network.namespaces["laptop"]
 
     assert "1 received" in laptop.run("ping", "-c", "1", "-W", "2", "192.0.2.1").stdout

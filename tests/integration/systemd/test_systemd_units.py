@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 UNIT_DIR = ROOT / "systemd"
 SERVICES = ("portal", "agent", "console", "ingest")
 INSTALLED_APPLIANCE = b"/opt/classroom-edge/.venv/bin/appliance"

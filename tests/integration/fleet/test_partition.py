@@ -8,8 +8,8 @@ agent's Last Will after 1.5 x keepalive, and the agent reconnects on its own onc
 import pytest
 
 from appliance.fleet.broker import Mosquitto
-from tests.harness.services import wait_for, write_config
-from tests.integration.test_fleet_loop import state_of, wait_state
+from appliance.harness.process import wait_for, write_config
+from tests.integration.fleet.test_fleet_loop import state_of, wait_state
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +35,7 @@ def classroom(network, tmp_path):
     """Two namespaces: the console side (broker, ingest) and the Pi, joined by a veth pair."""
     console = network.add("console")
     pi = network.add("pi")
-    network.link("console", f"{CONSOLE_SIDE}/24", "pi", f"{PI_SIDE}/24")
+    network.link("console", "pi", f"{CONSOLE_SIDE}/24", f"{PI_SIDE}/24")
     broker = Mosquitto(tmp_path / "broker", host=CONSOLE_SIDE, netns=console.name).start()
     yield console, pi, broker
     broker.stop()

@@ -9,7 +9,7 @@ import pytest
 
 from appliance import config
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 
 def toml_examples() -> list[str]:

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from appliance.config import ConfigError
-from appliance.secrets import ensure_secret, read_secret, write_secret
+from appliance.secretfiles import ensure_secret, read_secret, write_secret
 
 
 def test_generated_secret_is_private_and_stable(tmp_path):

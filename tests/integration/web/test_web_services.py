@@ -10,7 +10,7 @@ from http.cookiejar import CookieJar
 import pytest
 
 from appliance import config as config_module
-from tests.harness.services import http_get, http_ok, wait_for
+from appliance.harness.process import http_get, http_ok, wait_for
 
 pytestmark = pytest.mark.integration
 

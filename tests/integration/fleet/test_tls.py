@@ -12,9 +12,9 @@ from appliance.fleet.broker import BrokerTls, Mosquitto
 from appliance.fleet.pki import CertificateAuthority
 from appliance.fleet.session import tls_context
 from appliance.fleet.topics import Topics
+from appliance.harness.process import wait_for, write_config
 from appliance.store import open_db
-from tests.harness.services import wait_for, write_config
-from tests.integration.test_fleet_loop import count, fleet, state_of, wait_state
+from tests.integration.fleet.test_fleet_loop import count, fleet, state_of, wait_state
 
 pytestmark = pytest.mark.integration
 

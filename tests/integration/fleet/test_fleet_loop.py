@@ -12,8 +12,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from appliance import config as config_module
 from appliance.console import records
 from appliance.console.schema import MIGRATIONS
+from appliance.harness.process import wait_for, write_config
 from appliance.store import migrate, open_db
-from tests.harness.services import wait_for, write_config
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.fleet.broker import port_open
-from tests.harness.services import REPO, wait_for
+from appliance.harness.process import REPO, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,6 @@
-"""Start our own services as real processes on free ports and wait until they answer."""
+"""Our own `appliance` commands as real processes (optionally in a namespace), and waiting on them.
+
+Tests, the lab and `bench/` share these, so a service is started the same way everywhere."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -51,11 +54,20 @@ def write_config(path: Path, **sections: dict[str, object]) -> Path:
 
 
 class Process:
-    """An `appliance` subcommand in its own process; log captured to a file."""
+    """`appliance --config CONFIG ARGS...` in its own process; its output captured to `log`.
 
-    def __init__(self, config: Path, command: str, log: Path, netns: str | None = None) -> None:
-        self.config, self.command, self.log, self.netns = config, command, log, netns
+    `Process(cfg, "network", "apply", log=path)`: a subcommand with its arguments.
+    """
+
+    def __init__(self, config: Path, *args: str, log: Path, netns: str | None = None) -> None:
+        if not args:
+            raise ValueError("Process needs a subcommand")
+        self.config, self.args, self.log, self.netns = config, args, log, netns
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def command(self) -> str:
+        return " ".join(self.args)
 
     def start(self) -> Process:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -64,7 +76,7 @@ class Process:
             prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
             self.proc = subprocess.Popen(
                 [*prefix, sys.executable, "-m", "appliance", "--config", str(self.config),
-                 self.command],
+                 *self.args],
                 stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True,
             )
         return self

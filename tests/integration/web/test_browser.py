@@ -23,8 +23,8 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 
 from appliance import config as config_module
 from appliance.fleet import payloads
+from appliance.harness.process import http_ok, wait_for
 from appliance.store import open_db
-from tests.harness.services import http_ok, wait_for
 
 pytestmark = pytest.mark.integration
 
