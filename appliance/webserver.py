@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from gunicorn.app.base import BaseApplication
 
@@ -54,3 +54,24 @@ def serve(
             "control_socket_disable": True,
         },
     ).run()
+
+
+class WebSection(Protocol):
+    """What [portal] and [console] share: where and how wide to serve."""
+
+    @property
+    def listen(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def workers(self) -> int: ...
+    @property
+    def threads(self) -> int: ...
+
+
+def serve_app(factory: Callable[[], Any], web: WebSection, name: str) -> None:
+    """Build the app once here (a bad config fails with one clear line, not inside every
+    worker), then serve it under gunicorn on the section's address."""
+    factory()
+    serve(factory, host=web.listen, port=web.port, workers=web.workers, threads=web.threads,
+          name=name)

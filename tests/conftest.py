@@ -85,3 +85,11 @@ def start(tmp_path: Path) -> Iterator:
 
 
 __all__ = ["wait_for"]
+
+
+@pytest.fixture
+def runner():
+    """A click CLI runner (commands run in-process, output captured)."""
+    from click.testing import CliRunner
+
+    return CliRunner()

@@ -7,15 +7,24 @@ from pathlib import Path
 import sqlite_utils
 from flask import Flask, current_app, g
 
-from appliance.console.schema import MIGRATIONS
+from appliance.config import Config
+from appliance.console.schema import COMPONENT, MIGRATIONS
 from appliance.store import migrate, open_db
+
+
+def open_migrated(config: Config) -> sqlite_utils.Database:
+    """The console database of this config, its schema brought up to date (for commands and
+    workers; web requests use `get_db()`)."""
+    database = open_db(config.console_database_path)
+    migrate(database, COMPONENT, MIGRATIONS)
+    return database
 
 
 def init_app(app: Flask, path: Path) -> None:
     app.config["CONSOLE_DB"] = path
     # Migrate once at start so a request never races a schema change.
     database = open_db(path)
-    migrate(database, "console", MIGRATIONS)
+    migrate(database, COMPONENT, MIGRATIONS)
     database.conn.close()
     app.teardown_appcontext(_close)
 

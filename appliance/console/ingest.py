@@ -18,7 +18,7 @@ import sqlite_utils
 from appliance.config import ID_PATTERN, Config
 from appliance.console import records
 from appliance.console.presence import INGEST_HEARTBEAT_S
-from appliance.console.schema import MIGRATIONS
+from appliance.console.schema import COMPONENT, MIGRATIONS
 from appliance.fleet import payloads
 from appliance.fleet.session import MqttSession, make_client
 from appliance.fleet.topics import ACK, STATUS, TELEMETRY, Topics
@@ -47,7 +47,7 @@ class Ingest:
         self.db = db
         self.clock = clock
         self.topics = Topics(config.mqtt.topic_root)
-        migrate(db, "console", MIGRATIONS)
+        migrate(db, COMPONENT, MIGRATIONS)
         self.client = client or make_client(config.mqtt, client_id=ingest_identity(config))
         self.client.on_message = self._on_message
         self.session = MqttSession(

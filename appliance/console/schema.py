@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from appliance.store import Migration
 
+# The name its migrations are recorded under, and the database file they belong to.
+COMPONENT = "console"
+DATABASE = "console"
+
 MIGRATIONS = [
     Migration(
         1,

@@ -1,5 +1,12 @@
-"""Fleet reporting: the agent on each appliance and the MQTT contract it shares with the console.
+"""The fleet: the appliance's agent and the MQTT contract it shares with the console.
 
-`topics` builds every topic, `payloads` builds and parses every message (pure), `health` reads the
-machine, `agent` runs the MQTT session, `broker` starts a Mosquitto for the lab and the tests.
+Owns the agent (health sampling, outbox, presence), the topic layout (`topics.py`, the one place
+topics are built), the payload schema (`payloads.py`), the MQTT session and backoff, the lab's
+broker (`broker.py`) and the fleet's certificate authority (`pki.py`).
+
+Offers others (see OFFERS): `topics`, `payloads` and `session` to the console's ingest worker;
+`broker` and `pki` to the lab and provisioning.
 """
+
+# The modules other capabilities may import; everything else here is private (a test checks).
+OFFERS = ("topics", "payloads", "session", "broker", "pki")

@@ -20,28 +20,13 @@ from appliance import __version__
 from appliance.config import Config
 from appliance.fleet import health, payloads
 from appliance.fleet.backoff import Backoff
+from appliance.fleet.schema import COMPONENT, MIGRATIONS
 from appliance.fleet.session import MqttSession, make_client
 from appliance.fleet.topics import Topics
-from appliance.store import Migration, migrate, transaction
+from appliance.store import migrate, transaction
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = [
-    Migration(
-        1,
-        "agent state and health outbox",
-        """
-        CREATE TABLE agent_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-        CREATE TABLE health_outbox (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            ts INTEGER NOT NULL,
-            payload BLOB NOT NULL,
-            acked INTEGER NOT NULL DEFAULT 0
-        );
-        CREATE INDEX health_outbox_unacked ON health_outbox (acked, seq);
-        """,
-    )
-]
 
 # At most this many samples sent and not yet acknowledged by the console: a week of backlog
 # drains at the console's pace instead of in one burst.
@@ -67,7 +52,7 @@ class Agent:
         self.topics = Topics(config.mqtt.topic_root)
         self.collect = collect or (lambda: health.collect(config.appliance.state_dir))
         self.wall_clock = wall_clock
-        migrate(db, "fleet.agent", MIGRATIONS)
+        migrate(db, COMPONENT, MIGRATIONS)
         self.client = client or make_client(config.mqtt, client_id=self.device_id)
         self.client.on_message = self._handle_message
         self.session = MqttSession(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from appliance.lab import write_toml
+from appliance.lab.parts import write_toml
 
 REPO = Path(__file__).resolve().parents[2]
 
