@@ -19,7 +19,9 @@ from appliance import config as config_module
 from appliance.command import Output, json_option, pass_config
 from appliance.config import Config, ConfigError
 from appliance.console import cli as console_cli
+from appliance.console import schema as console_schema
 from appliance.fleet import cli as fleet_cli
+from appliance.fleet import schema as fleet_schema
 from appliance.lab import cli as lab_cli
 from appliance.portal import cli as portal_cli
 
@@ -31,6 +33,9 @@ GROUPS: tuple[tuple[click.Command, ...], ...] = (
     console_cli.COMMANDS,
     lab_cli.COMMANDS,
 )
+
+# Every capability's schema (COMPONENT, DATABASE, MIGRATIONS), for `appliance migrations`.
+SCHEMAS = (fleet_schema, console_schema)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,6 +67,42 @@ def check_config(cfg: Config, out: Output) -> None:
     data = dataclasses.asdict(cfg)
     data["source"] = str(cfg.source)
     out.emit(data, lambda _: f"{cfg.source}: ok (appliance '{cfg.appliance.id}')")
+
+
+@cli.command("migrations")
+@click.option("--pending", "only_pending", is_flag=True,
+              help="List only what would run; never writes (opens the databases read-only).")
+@json_option
+@pass_config
+def migrations(cfg: Config, out: Output, only_pending: bool) -> None:
+    """List each component's schema migrations: applied, or pending (what would run next)."""
+    from appliance.store import MigrationError, open_db, pending
+
+    databases = {"appliance": cfg.database_path, "console": cfg.console_database_path}
+    rows = []
+    for schema in SCHEMAS:
+        path = databases[schema.DATABASE]
+        if path.exists():
+            db = open_db(path, readonly=True)
+            try:
+                waiting = {m.version for m in pending(db, schema.COMPONENT, schema.MIGRATIONS)}
+            except MigrationError as exc:
+                raise click.ClickException(f"{path}: {exc}") from None
+            finally:
+                db.conn.close()
+        else:
+            waiting = {m.version for m in schema.MIGRATIONS}
+        rows += [{"database": str(path), "component": schema.COMPONENT, "version": m.version,
+                  "name": m.name, "state": "pending" if m.version in waiting else "applied"}
+                 for m in schema.MIGRATIONS if not only_pending or m.version in waiting]
+
+    def text(items: list[dict[str, object]]) -> str:
+        if not items:
+            return "nothing pending" if only_pending else "no migrations"
+        return "\n".join(f"{r['state']:8} {r['component']} {r['version']:>3} {r['name']}  "
+                         f"({r['database']})" for r in items)
+
+    out.emit(rows, text)
 
 
 for _commands in GROUPS:
