@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from babel import localedata
-from babel.messages.extract import extract_from_dir
+from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 from jinja2 import Environment
@@ -37,7 +37,7 @@ def extracted() -> dict[object, set[str]]:
         method_map, options_map = parse_mapping_cfg(fp)
     found: dict[object, set[str]] = {}
     for filename, _lineno, message, _comments, _context in extract_from_dir(
-        str(ROOT), method_map, options_map, keywords={**i18n.KEYWORDS, "ngettext": (1, 2)},
+        str(ROOT), method_map, options_map, keywords={**DEFAULT_KEYWORDS, **i18n.KEYWORDS},
     ):
         key = msgid_key(message)
         if isinstance(key, tuple):
