@@ -7,6 +7,8 @@ import secrets
 
 from flask import Flask, Response, abort, request, session
 
+from appliance.i18n import gettext as _
+
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -27,7 +29,7 @@ def _check_csrf() -> None:
     expected = session.get(CSRF_FIELD)
     given = request.form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or ""
     if not expected or not hmac.compare_digest(expected, given):
-        abort(400, description="The form expired or did not come from this site. Reload and try again.")
+        abort(400, description=_("The form expired or did not come from this site. Reload and try again."))
 
 
 def _headers(response: Response) -> Response:

@@ -12,12 +12,15 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from appliance import paths
 from appliance.config import Config
-from appliance.console import auth, db, device, fleet
+from appliance.console import auth, db, device, fleet, presence
+from appliance.i18n import install_i18n
 from appliance.secretfiles import ensure_secret
 from appliance.websecurity import install_security
 
 # Each area of the console is a blueprint; a new one is added to this list.
 BLUEPRINTS = (auth.bp, fleet.bp, device.bp)
+# Languages the console offers (each but English has a catalog in web/translations; docs/i18n.md).
+LANGUAGES = ("en", "ru")
 
 
 def create_app(config: Config, test_config: dict[str, Any] | None = None) -> Flask:
@@ -49,6 +52,8 @@ def create_app(config: Config, test_config: dict[str, Any] | None = None) -> Fla
         )
     db.init_app(app, config.console_database_path)
     install_security(app, csrf=True)
+    # States and reasons reach the scripts as data (English msgids), so their catalog needs them.
+    install_i18n(app, LANGUAGES, js_extra=[*presence.STATES.values(), *presence.REASONS.values()])
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     return app

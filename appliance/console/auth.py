@@ -12,6 +12,7 @@ from flask import Blueprint, flash, g, redirect, render_template, request, sessi
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from appliance.console.db import get_db
+from appliance.i18n import gettext as _
 
 bp = Blueprint("auth", __name__)
 
@@ -89,7 +90,7 @@ def login() -> Any:
         db, now = get_db(), time.time()
         client = request.remote_addr or "unknown"
         if throttled(db, client, now):
-            flash("Too many failed sign-ins from this address. Wait a few minutes and try again.")
+            flash(_("Too many failed sign-ins from this address. Wait a few minutes and try again."))
             return render_template("login.html"), 429
         if verify(db, username, password):
             token = session.get("csrf_token")
@@ -104,7 +105,7 @@ def login() -> Any:
                 target = url_for("fleet.index")
             return redirect(target)
         record_failure(db, client, now)
-        flash("Wrong user name or password.")
+        flash(_("Wrong user name or password."))
         return render_template("login.html"), 401
     return render_template("login.html")
 

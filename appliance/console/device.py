@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, current_app, render_template, request
@@ -13,24 +12,25 @@ from appliance.config import ID_PATTERN
 from appliance.console import records
 from appliance.console.auth import login_required
 from appliance.console.db import get_db
+from appliance.i18n import N_, format_decimal, format_when, gettext
 
 bp = Blueprint("device", __name__)
 
 DEFAULT_HOURS = 24
 # Ranges the page offers; the API takes any whole number of hours up to the maximum.
-RANGES = ((1, "1 h"), (24, "24 h"), (168, "7 d"))
+RANGES = ((1, N_("1 h")), (24, N_("24 h")), (168, N_("7 d")))
 HOURS_ERROR = f"hours must be a whole number from 1 to {records.DEVICE_HISTORY_MAX_HOURS}"
 # The current figures, in the order shown.
 FIGURES = (
-    ("cpu_pct", "CPU"), ("mem_pct", "Memory"), ("disk_pct", "Disk"), ("temp_c", "Temperature"),
-    ("load1", "Load (1 min)"), ("uptime_s", "Uptime"),
+    ("cpu_pct", N_("CPU")), ("mem_pct", N_("Memory")), ("disk_pct", N_("Disk")),
+    ("temp_c", N_("Temperature")), ("load1", N_("Load (1 min)")), ("uptime_s", N_("Uptime")),
 )
 # Charts: element id, caption, metric of the history points, y scale ("pct" is 0-100).
 CHARTS = (
-    ("cpu", "CPU %", "cpu_pct", "pct"),
-    ("mem", "Memory %", "mem_pct", "pct"),
-    ("disk", "Disk %", "disk_pct", "pct"),
-    ("temp", "Temperature °C", "temp_c", "auto"),
+    ("cpu", N_("CPU %"), "cpu_pct", "pct"),
+    ("mem", N_("Memory %"), "mem_pct", "pct"),
+    ("disk", N_("Disk %"), "disk_pct", "pct"),
+    ("temp", N_("Temperature °C"), "temp_c", "auto"),
 )
 
 
@@ -39,16 +39,16 @@ def _valid_id(device_id: str) -> bool:
 
 
 def _when(ts: float | None) -> str:
-    """Server-rendered time (UTC); device.js replaces it with the browser's local time."""
-    if ts is None:
-        return "never"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    """Server-rendered time (UTC, the page's language); device.js replaces it with local time."""
+    return format_when(ts)
 
 
 def _interval(seconds: float | None) -> str:
     if not seconds:
-        return "not announced"
-    return f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:g} min"
+        return gettext("not announced")
+    if seconds < 120:
+        return gettext("%(num)s s", num=format_decimal(seconds, "0.###"))
+    return gettext("%(num)s min", num=format_decimal(seconds / 60, "0.###"))
 
 
 def _hours(raw: str | None) -> int | None:

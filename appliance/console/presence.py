@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from appliance.fleet.payloads import Status
+from appliance.i18n import N_
 
 # How many missed samples make an online device "silent": the TCP session may be up while the
 # agent is wedged, which a Last Will cannot reveal.
@@ -54,13 +55,15 @@ class Shown:
     reason: str | None
 
 
+# What the pages call each state and reason: English msgids, translated where they are shown.
+STATES = {"online": N_("online"), "offline": N_("offline"), "unknown": N_("unknown")}
 REASONS = {
-    "lwt": "connection lost",
-    "shutdown": "agent stopped",
-    "reboot": "rebooting",
-    "silent": "no health report",
-    "broker": "console cannot reach the broker",
-    "ingest": "console ingest worker is not running",
+    "lwt": N_("connection lost"),
+    "shutdown": N_("agent stopped"),
+    "reboot": N_("rebooting"),
+    "silent": N_("no health report"),
+    "broker": N_("console cannot reach the broker"),
+    "ingest": N_("console ingest worker is not running"),
 }
 
 

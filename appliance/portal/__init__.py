@@ -13,11 +13,14 @@ from flask import Flask
 
 from appliance import paths
 from appliance.config import Config
+from appliance.i18n import install_i18n
 from appliance.portal import landing
 from appliance.websecurity import install_security
 
 # Each capability of the portal is a blueprint; a new one is added to this list.
 BLUEPRINTS = (landing.bp,)
+# Languages the portal offers (each but English has a catalog in web/translations; docs/i18n.md).
+LANGUAGES = ("en", "ru", "udm")
 
 
 def create_app(config: Config, test_config: dict[str, Any] | None = None) -> Flask:
@@ -32,6 +35,8 @@ def create_app(config: Config, test_config: dict[str, Any] | None = None) -> Fla
         app.config.update(test_config)
     # No sessions and no forms for students yet, so no cookie and nothing to forge.
     install_security(app, csrf=False)
+    # The language is a cookie set by the switch's links: still no session, nothing to forge.
+    install_i18n(app, LANGUAGES)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     return app

@@ -232,9 +232,10 @@ def test_console_pages_run_under_the_strict_csp_without_errors(console_config, s
     expect(page.locator("#live")).to_have_text("live")
     expect(page.locator("#live")).to_have_class("live on")
     expect(page.locator("#fleet tbody tr.empty")).to_contain_text("No appliance has reported yet")
-    # The initial snapshot is a JSON data block, not an inline script the CSP would block.
+    # The initial snapshot and the scripts' catalog are JSON data blocks, not inline scripts the
+    # CSP would block.
     assert page.locator("script:not([src])").evaluate_all(
-        "els => els.map(e => e.type)") == ["application/json"]
+        "els => els.map(e => e.id + ':' + e.type)") == ["initial:application/json", "i18n:application/json"]
     # The same page at a phone width stays usable: no sideways scrolling.
     page.set_viewport_size(PHONE["viewport"])
     assert no_sideways_scroll(page)
@@ -431,4 +432,60 @@ def test_device_page_opens_from_the_fleet_and_changes_range_without_a_reload(
     assert no_sideways_scroll(page)
     tab.screenshot(tmp_path, "console-device-narrow.png")
 
+    assert tab.problems() == []
+
+
+def test_console_speaks_russian_in_the_scripts_too_and_the_switch_goes_back_to_english(
+        appliance_config, console_config, start, open_tab, tmp_path):
+    base = start_console(console_config, start)
+    start(appliance_config("school-russian"), "agent")
+    # A Russian browser: Accept-Language ru-RU, and Intl formats like Russian.
+    tab = open_tab(**LAPTOP, locale="ru-RU")
+    page = tab.page
+    page.goto(base + "/")
+    expect(page.locator("html")).to_have_attribute("lang", "ru")
+    expect(page.get_by_role("heading", name="Вход")).to_be_visible()
+    page.get_by_label("Имя пользователя").fill("admin")
+    page.get_by_label("Пароль").fill(PASSWORD)
+    page.get_by_role("button", name="Вход").click()
+    expect(page).to_have_url(base + "/")
+    # Written by fleet.js from the JSON catalog.
+    expect(page.locator("#live")).to_have_text("в реальном времени")
+    row = page.locator('#fleet tr[data-device="school-russian"]')
+    expect(row.locator("td.state")).to_have_text(re.compile(r"^\s*в сети"), timeout=LIVE_TIMEOUT_MS)
+    expect(row.locator('td[data-metric="cpu_pct"]')).to_have_text(re.compile(r"^\d+ %$"))
+    row.get_by_role("link", name="School Russian").click()
+    expect(page.locator("#dev-state")).to_have_text("в сети")
+    expect(page.locator("#dev-interval")).to_have_text("0,5 с")  # decimal comma from Intl
+    expect(page.locator("#history-status")).to_contain_text("Последние 24 ч, среднее за")
+    expect(page.locator("#chart-cpu svg text.axis")).to_have_text(
+        ["0", "50", "100", "24 ч назад", "12 ч назад", "сейчас"])
+    tab.screenshot(tmp_path, "console-device-ru.png")
+
+    page.get_by_role("link", name="English").click()
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(page.locator("#dev-state")).to_have_text("online")
+    page.goto(base + "/")  # the cookie, not the query, keeps English from now on
+    expect(page.get_by_role("heading", name="Fleet")).to_be_visible()
+    expect(page.locator("#live")).to_have_text("live")
+    assert tab.problems() == []
+
+
+def test_portal_switches_to_udmurt_on_a_phone(appliance_config, start, open_tab, tmp_path):
+    cfg_path = appliance_config("school-udm")
+    cfg = config_module.load(cfg_path)
+    base = f"http://127.0.0.1:{cfg.portal.port}"
+    start(cfg_path, "portal")
+    wait_for(lambda: http_ok(base + "/healthz"), what="portal up")
+    (cfg.portal.content_dir / "wikipedia_udm.zim").write_bytes(b"x" * 3_400_000)
+    tab = open_tab(**PHONE)
+    page = tab.page
+    page.goto(base + "/")
+    expect(page.get_by_role("heading", level=2)).to_have_text("In the library")
+    page.get_by_role("link", name="Удмурт кыл").click()
+    expect(page.locator("html")).to_have_attribute("lang", "udm")
+    expect(page.get_by_role("heading", level=2)).to_have_text("Библиотекаын")
+    expect(page.locator("ul.resources .meta")).to_have_text("архив, 3,4 МБ")
+    assert no_sideways_scroll(page)
+    tab.screenshot(tmp_path, "portal-udm-phone.png")
     assert tab.problems() == []

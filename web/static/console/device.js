@@ -26,10 +26,11 @@
 
   const fmt = window.ConsoleFormat.metric;
   const ago = window.ConsoleFormat.ago;
+  const { t, short } = window.ConsoleFormat;
 
 
   function localTime(seconds) {
-    return new Date(seconds * 1000).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+    return window.ConsoleFormat.dateTime(seconds);
   }
 
   function text(id, value) {
@@ -43,22 +44,22 @@
     root.classList.remove("online", "offline", "unknown");
     root.classList.add(d.state);
     text("dev-name", d.name);
-    text("dev-state", d.state);
-    const heard = d.last_seen ? `last heard ${ago(nowMs / 1000 - d.last_seen)}` : "never heard";
-    text("dev-reason", d.state === "online" ? "" : d.reason_text ? `${d.reason_text} · ${heard}` : heard);
+    text("dev-state", t(d.state));
+    const heard = d.last_seen ? t("last heard %(ago)s", { ago: ago(nowMs / 1000 - d.last_seen) }) : t("never heard");
+    text("dev-reason", d.state === "online" ? "" : d.reason_text ? `${t(d.reason_text)} · ${heard}` : heard);
     text("dev-agent", d.agent_version || "–");
     if ("first_seen" in d) text("dev-first-seen", localTime(d.first_seen));
-    text("dev-last-seen", d.last_seen ? `${localTime(d.last_seen)} (${ago(nowMs / 1000 - d.last_seen)})` : "never");
+    text("dev-last-seen", d.last_seen ? `${localTime(d.last_seen)} (${ago(nowMs / 1000 - d.last_seen)})` : t("never"));
     if ("interval" in d) {
-      text("dev-interval", !d.interval ? "not announced"
-        : d.interval < 120 ? `${+d.interval.toFixed(1)} s` : `${+(d.interval / 60).toFixed(1)} min`);
+      text("dev-interval", !d.interval ? t("not announced")
+        : d.interval < 120 ? t("%(num)s s", { num: short(d.interval, 1) }) : t("%(num)s min", { num: short(d.interval / 60, 1) }));
     }
     for (const dd of document.querySelectorAll("#figures dd[data-metric]")) {
       const v = d.health[dd.dataset.metric];
       dd.textContent = v === null || v === undefined ? "–" : fmt[dd.dataset.metric](v);
-      dd.title = d.state !== "online" && v !== null && v !== undefined ? "last reported value" : "";
+      dd.title = d.state !== "online" && v !== null && v !== undefined ? t("last reported value") : "";
     }
-    text("dev-sample-at", d.health.ts ? localTime(d.health.ts / 1000) : "none yet");
+    text("dev-sample-at", d.health.ts ? localTime(d.health.ts / 1000) : t("none yet"));
   }
 
   async function refreshDevice() {
@@ -85,14 +86,14 @@
   }
 
   function span(ms) {
-    if (ms >= 2 * 86400000) return `${+(ms / 86400000).toFixed(1)} d`;
-    if (ms >= 3600000) return `${Math.round(ms / 3600000)} h`;
-    if (ms >= 120000) return `${Math.round(ms / 60000)} min`;
-    return `${Math.round(ms / 1000)} s`;
+    if (ms >= 2 * 86400000) return t("%(num)s d", { num: short(ms / 86400000, 1) });
+    if (ms >= 3600000) return t("%(num)s h", { num: Math.round(ms / 3600000) });
+    if (ms >= 120000) return t("%(num)s min", { num: Math.round(ms / 60000) });
+    return t("%(num)s s", { num: Math.round(ms / 1000) });
   }
 
   function number(v) {
-    return String(+v.toFixed(1));
+    return short(v, 1);
   }
 
   // Temperature: the data's range widened a little, on multiples of 5 °C with a whole middle.
@@ -130,7 +131,7 @@
     const stats = figure.querySelector(".stats");
     const col = Number(figure.dataset.col);
     const pct = figure.dataset.scale === "pct";
-    const unit = pct ? " %" : " °C";
+    const withUnit = (v) => (pct ? t("%(num)s %%", { num: number(v) }) : t("%(num)s °C", { num: number(v) }));
     const w = Math.max(200, Math.round(plot.clientWidth || 600));
     figure.dataset.width = String(w);
     const x0 = PAD.left, x1 = w - PAD.right, y0 = HEIGHT - PAD.bottom, y1 = PAD.top;
@@ -149,8 +150,8 @@
     }
     // The range asked for; the window of whole buckets can start up to one bucket later.
     const rangeMs = hours * 3600000;
-    const ticks = [[t1 - rangeMs, "start", `${span(rangeMs)} ago`],
-      [t1 - rangeMs / 2, "middle", `${span(rangeMs / 2)} ago`], [t1, "end", "now"]];
+    const ticks = [[t1 - rangeMs, "start", t("%(span)s ago", { span: span(rangeMs) })],
+      [t1 - rangeMs / 2, "middle", t("%(span)s ago", { span: span(rangeMs / 2) })], [t1, "end", t("now")]];
     for (const [t, anchor, words] of ticks) {
       const label = svgEl("text", { x: x(t).toFixed(1), y: HEIGHT - 6, "text-anchor": anchor, class: "axis" });
       label.textContent = words;
@@ -167,14 +168,15 @@
     const title = svgEl("title", {});
     const label = figure.querySelector(".label").textContent;
     if (values.length === 0) {
-      stats.textContent = "no data in this range";
-      title.textContent = `${label}: no data in the last ${span(rangeMs)}`;
+      stats.textContent = t("no data in this range");
+      title.textContent = t("%(label)s: no data in the last %(span)s", { label, span: span(rangeMs) });
     } else {
       const latest = values[values.length - 1];
       const min = Math.min(...values), max = Math.max(...values);
-      stats.textContent = `latest ${number(latest)}${unit} · min ${number(min)} · max ${number(max)}`;
-      title.textContent = `${label} over the last ${span(rangeMs)}: latest ${number(latest)}${unit}, `
-        + `min ${number(min)}, max ${number(max)}`;
+      stats.textContent = t("latest %(latest)s · min %(min)s · max %(max)s",
+        { latest: withUnit(latest), min: number(min), max: number(max) });
+      title.textContent = t("%(label)s over the last %(span)s: latest %(latest)s, min %(min)s, max %(max)s",
+        { label, span: span(rangeMs), latest: withUnit(latest), min: number(min), max: number(max) });
     }
     svg.prepend(title);
     plot.replaceChildren(svg);
@@ -191,7 +193,7 @@
       const response = await fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" });
       if (mine !== request) return;
       if (response.status === 401) {
-        statusLine.textContent = "Your session has ended: reload the page to sign in again.";
+        statusLine.textContent = t("Your session has ended: reload the page to sign in again.");
         return;
       }
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
@@ -199,11 +201,11 @@
       if (mine !== request) return;
       data = answer;
       loadedAt = Date.now();
-      statusLine.textContent = `Last ${span(hours * 3600000)}, averaged per ${span(data.bucket_ms)}`
-        + ` · updated ${new Date().toLocaleTimeString([], { timeStyle: "short" })}`;
+      statusLine.textContent = t("Last %(span)s, averaged per %(bucket)s · updated %(time)s",
+        { span: span(hours * 3600000), bucket: span(data.bucket_ms), time: window.ConsoleFormat.time(new Date()) });
       drawAll();
     } catch (e) {
-      if (mine === request) statusLine.textContent = "Could not load the history; trying again in 30 s.";
+      if (mine === request) statusLine.textContent = t("Could not load the history; trying again in 30 s.");
     }
   }
 
@@ -212,7 +214,7 @@
     for (const b of buttons) b.setAttribute("aria-pressed", String(Number(b.dataset.hours) === h));
     // Remember the range in the address (no reload), so a reload or a shared link keeps it.
     history.replaceState(null, "", h === 24 ? location.pathname : `${location.pathname}?hours=${h}`);
-    statusLine.textContent = "Loading…";
+    statusLine.textContent = t("Loading…");
     loadHistory();
   }
 

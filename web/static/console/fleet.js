@@ -7,6 +7,7 @@
 
   const fmt = window.ConsoleFormat.metric;
   const ago = window.ConsoleFormat.ago;
+  const { t, nt } = window.ConsoleFormat;
 
   // The x axis is always the last hour (a sample's minute bucket), so a new appliance's first
   // minutes sit at the right edge instead of stretching across the chart.
@@ -39,7 +40,7 @@
     });
     const title = document.createElementNS(NS, "title");
     const last = points[points.length - 1];
-    title.textContent = `CPU ${last[1] ?? "–"} %, memory ${last[2] ?? "–"} % (last hour, per minute)`;
+    title.textContent = t("CPU %(cpu)s %%, memory %(mem)s %% (last hour, per minute)", { cpu: last[1] ?? "–", mem: last[2] ?? "–" });
     svg.appendChild(title);
     return svg;
   }
@@ -67,12 +68,12 @@
     const state = cell("", "state");
     const dot = document.createElement("span");
     dot.className = "dot";
-    state.append(dot, document.createTextNode(d.state));
+    state.append(dot, document.createTextNode(t(d.state)));
     if (d.state !== "online") {
       // When the console last heard from it: what an admin needs to judge an outage.
       const why = document.createElement("small");
-      const heard = d.last_seen ? `last heard ${ago(nowMs / 1000 - d.last_seen)}` : "never heard";
-      why.textContent = d.reason_text ? `${d.reason_text} · ${heard}` : heard;
+      const heard = d.last_seen ? t("last heard %(ago)s", { ago: ago(nowMs / 1000 - d.last_seen) }) : t("never heard");
+      why.textContent = d.reason_text ? `${t(d.reason_text)} · ${heard}` : heard;
       state.append(document.createElement("br"), why);
     }
     tr.append(name, state);
@@ -80,7 +81,7 @@
       const v = d.health[key];
       const td = cell(v === null || v === undefined ? "–" : fmt[key](v), "m");
       td.dataset.metric = key;
-      if (d.state !== "online" && v !== null && v !== undefined) td.title = "last reported value";
+      if (d.state !== "online" && v !== null && v !== undefined) td.title = t("last reported value");
       tr.append(td);
     }
     const chart = cell("", "chart");
@@ -94,17 +95,18 @@
     document.getElementById("count-total").textContent = snap.counts.total;
     const rejected = document.getElementById("rejected");
     rejected.hidden = snap.ingest.rejected_messages === 0;
-    rejected.textContent = `${snap.ingest.rejected_messages} malformed messages rejected (see the ingest log)`;
+    rejected.textContent = nt("%(num)s malformed message rejected (see the ingest log)",
+      "%(num)s malformed messages rejected (see the ingest log)", snap.ingest.rejected_messages);
     const warn = document.getElementById("ingest-warning");
     warn.hidden = snap.ingest.broker_connected;
     warn.textContent = !snap.ingest.alive
-      ? "The ingest worker is not running: what you see may be out of date."
-      : "The console cannot reach the broker: appliances are shown offline until it is back.";
+      ? t("The ingest worker is not running: what you see may be out of date.")
+      : t("The console cannot reach the broker: appliances are shown offline until it is back.");
     tbody.replaceChildren(...snap.devices.map((d) => row(d, snap.generated_at * 1000)));
     if (snap.devices.length === 0) {
       const tr = document.createElement("tr");
       tr.className = "empty";
-      const td = cell("No appliance has reported yet. Provision one and start its agent.");
+      const td = cell(t("No appliance has reported yet. Provision one and start its agent."));
       td.colSpan = 8;
       tr.append(td);
       tbody.append(tr);
@@ -141,7 +143,7 @@
   }
 
   function connected() {
-    live.textContent = "live";
+    live.textContent = t("live");
     live.className = "live on";
   }
 
@@ -150,5 +152,5 @@
   const source = new EventSource("/events");
   source.addEventListener("fleet", (e) => { connected(); replace(JSON.parse(e.data)); });
   source.addEventListener("patch", (e) => { connected(); patch(JSON.parse(e.data)); });
-  source.onerror = () => { live.textContent = "reconnecting…"; live.className = "live"; };
+  source.onerror = () => { live.textContent = t("reconnecting…"); live.className = "live"; };
 })();
