@@ -1,15 +1,18 @@
 """The agent's outbox without a broker: sampling, acknowledgements, retention."""
 
+from appliance.clock import ClockTrust
 from appliance.fleet import payloads
 from appliance.fleet.agent import Agent
 from appliance.store import open_db
 
 
-def make_agent(cfg, clock=None):
+def make_agent(cfg, clock=None, **kwargs):
     metrics = {"cpu_pct": 5.0, "mem_pct": 50.0, "disk_pct": 10.0, "temp_c": None,
                "load1": 0.1, "uptime_s": 100.0}
+    wall = clock or (lambda: 1_800_000_000.0)
+    kwargs.setdefault("clock", ClockTrust(cfg.appliance.state_dir, now=wall, sync_probe=lambda: True))
     return Agent(cfg, open_db(cfg.database_path), collect=lambda: dict(metrics),
-                 wall_clock=clock or (lambda: 1_800_000_000.0))
+                 wall_clock=wall, **kwargs)
 
 
 def test_samples_are_kept_until_acknowledged(cfg):

@@ -200,7 +200,8 @@
       data = answer;
       loadedAt = Date.now();
       statusLine.textContent = `Last ${span(hours * 3600000)}, averaged per ${span(data.bucket_ms)}`
-        + ` · updated ${new Date().toLocaleTimeString([], { timeStyle: "short" })}`;
+        + ` · updated ${new Date().toLocaleTimeString([], { timeStyle: "short" })}`
+        + (data.unsynced ? ` · ${data.unsynced} samples with an untrusted time are not charted` : "");
       drawAll();
     } catch (e) {
       if (mine === request) statusLine.textContent = "Could not load the history; trying again in 30 s.";
