@@ -264,23 +264,19 @@ class Agent:
         log.info("agent %s: clock synchronised; re-timed %d samples", self.device_id, len(fixed))
         return len(fixed)
 
-    def _send(self, seq: int, payload: bytes) -> None:
+    def _send(self, seq: int, payload: bytes, now: float) -> None:
         info = self.client.publish(self.topics.telemetry(self.device_id), payload, qos=1)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
-            self._sent[seq] = time.monotonic()
+            self._sent[seq] = now
 
-    def send_pending(self) -> int:
-        """Send the newest sample first, then the backlog oldest first, within the window."""
-        now = time.monotonic()
-        if not self.session.connected or now < self._next_send_check:
-            return 0
-        in_flight = sum(1 for t in self._sent.values() if now - t < self.resend_after)
-        budget = min(BATCH, WINDOW - in_flight)
-        if budget <= 0:
-            self._next_send_check = min(self._sent.values()) + self.resend_after
-            return 0
-        # Held back: this boot's unsynced samples, while NTP may still come (they get re-timed).
-        holding = self.clock_state != "synced" and now - self._connected_at < HOLD_UNSYNCED_S
+    def holding(self, now: float) -> bool:
+        """Whether this boot's unsynced samples are held back: the clock is not synchronised
+        yet and the connection is younger than HOLD_UNSYNCED_S (NTP may still come)."""
+        return self.clock_state != "synced" and now - self._connected_at < HOLD_UNSYNCED_S
+
+    def candidates(self, *, holding: bool) -> list[tuple[int, bytes]]:
+        """(seq, payload) to send, in order: the newest unacknowledged sample, then the oldest
+        WINDOW ones (the newest may come twice); held samples left out."""
         where = "acked = 0 AND NOT (synced = 0 AND boot = ?)" if holding else "acked = 0 AND ?"
         arg = self.boot if holding else 1
         newest = self.db.execute(
@@ -291,13 +287,26 @@ class Agent:
             f"SELECT seq, payload FROM health_outbox WHERE {where} ORDER BY seq LIMIT ?",  # noqa: S608
             [arg, WINDOW],
         ).fetchall()
+        return [(int(seq), bytes(payload)) for seq, payload in newest + oldest]
+
+    def send_pending(self) -> int:
+        """Send the newest sample first, then the backlog oldest first, within the window."""
+        now = self.monotonic()
+        if not self.session.connected or now < self._next_send_check:
+            return 0
+        in_flight = sum(1 for t in self._sent.values() if now - t < self.resend_after)
+        budget = min(BATCH, WINDOW - in_flight)
+        if budget <= 0:
+            self._next_send_check = min(self._sent.values()) + self.resend_after
+            return 0
+        holding = self.holding(now)
         sent = 0
-        for seq, payload in newest + oldest:
+        for seq, payload in self.candidates(holding=holding):
             if sent >= budget:
                 break
             last = self._sent.get(seq)
             if last is None or now - last >= self.resend_after:
-                self._send(seq, payload)
+                self._send(seq, payload, now)
                 sent += 1
         if sent < budget:
             # Everything unacknowledged is in flight: nothing to do until a sample, an
