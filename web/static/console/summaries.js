@@ -96,8 +96,8 @@
     });
   }
 
-  // Deferred scripts run in document order and this one comes before format.js: start once
-  // they all have run.
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
-  else start();
+  // Deferred scripts run in document order, and this one comes before format.js: start once
+  // they all have run (DOMContentLoaded fires after the last deferred script).
+  if (document.readyState === "complete") start();
+  else document.addEventListener("DOMContentLoaded", start);
 })();
