@@ -132,6 +132,7 @@ class Agent:
         self._next_send_check = 0.0
         # The clock's state as of the last sample (asked once per sample, not per loop turn).
         self.clock_state: State = self.clock.state()
+        self._clock_stored = False
         self._connected_at = float("-inf")
         # The sections last published, and samples taken since: a summary goes out on change.
         self._last_summary: dict[str, dict[str, summaries.Value]] | None = None
@@ -140,9 +141,9 @@ class Agent:
         self._broken_providers: set[str] = set()
 
     # -- local state ---------------------------------------------------------------------------
-    def _state(self, key: str, default: int = 0) -> int:
+    def _state(self, key: str) -> int:
         row = self.db.execute("SELECT value FROM agent_state WHERE key = ?", [key]).fetchone()
-        return int(row[0]) if row else default
+        return int(row[0]) if row else 0
 
     def _set_state(self, key: str, value: int) -> None:
         self.db.execute(
@@ -213,8 +214,9 @@ class Agent:
     # -- sampling ------------------------------------------------------------------------------
     def _observe_clock(self) -> State:
         state = self.clock.state()
-        if state != self.clock_state or self._state("clock", -1) == -1:
-            self._set_state("clock", STATES.index(state))
+        if state != self.clock_state or not self._clock_stored:
+            self._set_state("clock", STATES.index(state))  # for the agent's summary
+            self._clock_stored = True
         self.clock_state = state
         return state
 
