@@ -25,6 +25,7 @@ from appliance import config as config_module
 from appliance.fleet import payloads
 from appliance.harness.process import http_ok, wait_for
 from appliance.store import open_db
+from tests.integration.fleet.test_fleet_loop import fleet
 
 pytestmark = pytest.mark.integration
 
@@ -354,6 +355,8 @@ def test_device_page_opens_from_the_fleet_and_changes_range_without_a_reload(
         broker, appliance_config, console_config, start, open_tab, tmp_path):
     base = start_console(console_config, start)
     start(appliance_config("school-device"), "agent")
+    # Messages published before ingest subscribes reach nobody: wait for it, on a loaded machine.
+    wait_for(lambda: fleet(console_config)["ingest"]["broker_connected"], what="ingest connected")
     sent = publish_past_samples(broker.port, "school-device", int(time.time() * 1000))
     console_db = config_module.load(console_config).console_database_path
 
