@@ -12,13 +12,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from appliance import paths
 from appliance.config import Config
-from appliance.console import auth, db, device, fleet, presence
+from appliance.console import auth, db, device, fleet, presence, summaries
 from appliance.i18n import install_i18n
 from appliance.secretfiles import ensure_secret
 from appliance.websecurity import install_security
 
 # Each area of the console is a blueprint; a new one is added to this list.
-BLUEPRINTS = (auth.bp, fleet.bp, device.bp)
+BLUEPRINTS = (auth.bp, fleet.bp, device.bp, summaries.bp)
 # Languages the console offers (each but English has a catalog in web/translations; docs/i18n.md).
 LANGUAGES = ("en", "ru")
 

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, current_app, render_template, request
 
 from appliance.config import ID_PATTERN
-from appliance.console import records
+from appliance.console import records, summaries
 from appliance.console.auth import login_required
 from appliance.console.db import get_db
 from appliance.i18n import N_, format_decimal, format_when, gettext
@@ -81,6 +81,7 @@ def page(device_id: str) -> Any:
     return render_template(
         "device.html", device=found, ranges=RANGES, default_hours=DEFAULT_HOURS,
         figures=FIGURES, charts=charts, when=_when, interval=_interval,
+        summaries=summaries.panels(device_id),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -19,9 +20,9 @@ from appliance.config import ID_PATTERN, Config
 from appliance.console import records
 from appliance.console.presence import INGEST_HEARTBEAT_S
 from appliance.console.schema import COMPONENT, MIGRATIONS
-from appliance.fleet import payloads
+from appliance.fleet import payloads, summaries
 from appliance.fleet.session import MqttSession, make_client
-from appliance.fleet.topics import ACK, STATUS, TELEMETRY, Topics
+from appliance.fleet.topics import ACK, STATUS, SUMMARY, TELEMETRY, Topics
 from appliance.store import migrate
 
 log = logging.getLogger(__name__)
@@ -57,10 +58,14 @@ class Ingest:
         self.rejected = 0
         # device -> seqs stored since the last flush; acknowledged in one message per device.
         self.pending_acks: dict[str, list[int]] = {}
+        self.specs = summaries.specs()
+        # (device, section) -> summary sections ignored because this console has no spec.
+        self.ignored_sections: Counter[tuple[str, str]] = Counter()
         self.handlers: dict[str, Callable[[str, bytes, float], bool]] = {
             STATUS: self._on_status,
             TELEMETRY: self._on_telemetry,
             ACK: self._on_own_ack,
+            SUMMARY: self._on_summary,
         }
 
     def handle(self, topic: str, payload: bytes) -> bool:
@@ -99,6 +104,18 @@ class Ingest:
 
     def _on_own_ack(self, device_id: str, payload: bytes, now: float) -> bool:
         return False  # our own acknowledgements, seen through the wildcard subscription
+
+    def _on_summary(self, device_id: str, payload: bytes, now: float) -> bool:
+        summary = summaries.parse(payload, self.specs)
+        for name in summary.unknown:
+            # A newer appliance's capability: not an error, but worth one line per device.
+            self.ignored_sections[device_id, name] += 1
+            if self.ignored_sections[device_id, name] == 1:
+                log.info("ignoring summary section %r from %s: unknown to this console "
+                         "(further ones are only counted)", name, device_id)
+        for name, reason in summary.rejected.items():
+            self._reject(device_id, SUMMARY, f"{name}: {reason}", now)
+        return records.record_summary(self.db, device_id, summary, now) > 0
 
     def _reject(self, device_id: str, kind: str, reason: str, now: float) -> bool:
         self.rejected += 1

@@ -7,13 +7,16 @@ one device through the same code (`device`) and its longer history (`device_hist
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import sqlite_utils
 
 from appliance.console import presence
 from appliance.fleet.payloads import METRICS, Status, Telemetry
+from appliance.fleet.summaries import Summary, SummarySpec, dumps
 from appliance.store import transaction
 
 # The fleet page's chart: the last hour in one-minute buckets.
@@ -61,27 +64,90 @@ def record_status(db: sqlite_utils.Database, device_id: str, status: Status, now
     return True
 
 
+def _ensure_device(conn: Any, device_id: str, now: float) -> None:
+    # A message from a device the console has not heard a birth from yet.
+    conn.execute(
+        "INSERT INTO devices (id, state, session, since, first_seen) "
+        "VALUES (?, 'online', 0, ?, ?) ON CONFLICT(id) DO NOTHING",
+        [device_id, now, now],
+    )
+
+
 def record_telemetry(db: sqlite_utils.Database, device_id: str, sample: Telemetry, now: float) -> None:
-    """Store a sample (idempotent on device and timestamp); the newest one becomes current."""
+    """Store a sample (idempotent on device and timestamp); the newest one becomes current.
+
+    A sample flagged unsynced is kept in `health` with its flag but never becomes current: its
+    time says nothing about whether it is newer than what is shown.
+    """
     cols = list(METRICS)
     values = [sample.metrics.get(c) for c in cols]
     with transaction(db) as conn:
+        _ensure_device(conn, device_id, now)
         conn.execute(
-            "INSERT INTO devices (id, state, session, since, first_seen) "
-            "VALUES (?, 'online', 0, ?, ?) ON CONFLICT(id) DO NOTHING",
-            [device_id, now, now],
-        )
-        conn.execute(
-            f"INSERT OR IGNORE INTO health (device_id, ts, {', '.join(cols)}) "  # noqa: S608 - fixed names
-            f"VALUES (?, ?, {', '.join('?' * len(cols))})",
-            [device_id, sample.ts, *values],
+            f"INSERT OR IGNORE INTO health (device_id, ts, unsynced, {', '.join(cols)}) "  # noqa: S608 - fixed names
+            f"VALUES (?, ?, ?, {', '.join('?' * len(cols))})",
+            [device_id, sample.ts, int(not sample.synced), *values],
         )
         conn.execute("UPDATE devices SET last_seen = ? WHERE id = ?", [now, device_id])
-        conn.execute(
-            f"UPDATE devices SET last_ts = ?, {', '.join(f'{c} = ?' for c in cols)} "  # noqa: S608
-            "WHERE id = ? AND (last_ts IS NULL OR last_ts <= ?)",
-            [sample.ts, *values, device_id, sample.ts],
+        if sample.synced:
+            conn.execute(
+                f"UPDATE devices SET last_ts = ?, {', '.join(f'{c} = ?' for c in cols)} "  # noqa: S608
+                "WHERE id = ? AND (last_ts IS NULL OR last_ts <= ?)",
+                [sample.ts, *values, device_id, sample.ts],
+            )
+
+
+def record_summary(db: sqlite_utils.Database, device_id: str, summary: Summary, now: float) -> int:
+    """Store the summary's valid sections, each replacing the device's previous one (the latest
+    by arrival: an unsynced device clock cannot order them); return how many were stored."""
+    if not summary.sections:
+        return 0
+    with transaction(db) as conn:
+        _ensure_device(conn, device_id, now)
+        conn.executemany(
+            "INSERT INTO device_summaries (device_id, section, ts, synced, received_at, data) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(device_id, section) DO UPDATE SET "
+            "ts = excluded.ts, synced = excluded.synced, received_at = excluded.received_at, "
+            "data = excluded.data",
+            [(device_id, name, summary.ts, int(summary.synced), now, dumps(values))
+             for name, values in summary.sections.items()],
         )
+        conn.execute("UPDATE devices SET last_seen = ? WHERE id = ?", [now, device_id])
+    return len(summary.sections)
+
+
+def device_summaries(
+    db: sqlite_utils.Database, device_id: str, specs: Mapping[str, SummarySpec]
+) -> list[dict[str, Any]] | None:
+    """One entry per spec, in the specs' order: `name`, `title`, `ts` (ms, device clock),
+    `synced`, `received_at` (s, console clock; None and values None when never reported) and
+    `fields` (`key`, `label`, `kind`, `value`). Stored values a spec no longer has are left out.
+    None when the device is unknown."""
+    if db.execute("SELECT 1 FROM devices WHERE id = ?", [device_id]).fetchone() is None:
+        return None
+    stored = {
+        row[0]: row[1:]
+        for row in db.execute(
+            "SELECT section, ts, synced, received_at, data FROM device_summaries "
+            "WHERE device_id = ?", [device_id],
+        ).fetchall()
+    }
+    entries = []
+    for name, spec in specs.items():
+        ts, synced, received_at, data = stored.get(name, (None, None, None, "{}"))
+        values = json.loads(data)
+        entries.append({
+            "name": name,
+            "title": spec.title,
+            "ts": ts,
+            "synced": None if synced is None else bool(synced),
+            "received_at": received_at,
+            "fields": [
+                {"key": f.key, "label": f.label, "kind": f.kind, "value": values.get(f.key)}
+                for f in spec.fields
+            ],
+        })
+    return entries
 
 
 def record_reject(db: sqlite_utils.Database, device_id: str, kind: str, reason: str, now: float) -> bool:
@@ -136,12 +202,13 @@ def _hour_history(
         # once a second for every open fleet page.
         rows = db.execute(
             select + "FROM devices d CROSS JOIN health h ON h.device_id = d.id AND h.ts >= ?"
-            + group,
+            " AND h.unsynced = 0" + group,
             [bucket_ms, since_ms],
         )
     else:  # on the primary key (device_id, ts)
         rows = db.execute(
-            select + "FROM health h WHERE h.device_id = ? AND h.ts >= ?" + group,
+            select + "FROM health h WHERE h.device_id = ? AND h.ts >= ? AND h.unsynced = 0"
+            + group,
             [bucket_ms, device_id, since_ms],
         )
     history: dict[str, list[list[float | None]]] = {}
@@ -251,7 +318,9 @@ def device_history(
     Buckets are `hours` x 15 s long and aligned on the epoch (so a refresh does not shift them);
     the window is the DEVICE_HISTORY_POINTS buckets ending with the one holding `now`, so there
     are at most that many points whatever `hours` is. A bucket without samples has no point; a
-    metric absent from every sample of a bucket is None. None when the device is unknown.
+    metric absent from every sample of a bucket is None. Samples flagged unsynced are not in
+    the points (their time is not known); `unsynced` counts all of the device's stored ones. None
+    when the device is unknown.
     """
     if not 1 <= hours <= DEVICE_HISTORY_MAX_HOURS:
         raise ValueError(f"hours must be 1-{DEVICE_HISTORY_MAX_HOURS}, not {hours}")
@@ -266,8 +335,14 @@ def device_history(
         for bucket, cpu, mem, disk, temp in db.execute(
             "SELECT ts / ? AS bucket, round(avg(cpu_pct), 1), round(avg(mem_pct), 1), "
             "round(avg(disk_pct), 1), round(avg(temp_c), 1) FROM health "
-            "WHERE device_id = ? AND ts >= ? AND ts < ? GROUP BY bucket ORDER BY bucket",
+            "WHERE device_id = ? AND ts >= ? AND ts < ? AND unsynced = 0 "
+            "GROUP BY bucket ORDER BY bucket",
             [bucket_ms, device_id, from_ms, end_ms],
         ).fetchall()
     ]
-    return {"device": device_id, "from": from_ms, "to": to_ms, "bucket_ms": bucket_ms, "points": points}
+    # All of them, not those of the window: their time is what cannot be believed.
+    unsynced = db.execute(
+        "SELECT count(*) FROM health WHERE device_id = ? AND unsynced = 1", [device_id]
+    ).fetchone()[0]
+    return {"device": device_id, "from": from_ms, "to": to_ms, "bucket_ms": bucket_ms,
+            "points": points, "unsynced": unsynced}

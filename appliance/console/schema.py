@@ -62,4 +62,24 @@ MIGRATIONS = [
         );
         """,
     ),
+    Migration(
+        3,
+        "capability summaries, clock trust of samples",
+        # The latest summary section per device (ingest replaces it on every arrival), and the
+        # flag of samples whose time the device could not vouch for. Flagged rows are few:
+        # the partial index makes counting them cheap.
+        """
+        CREATE TABLE device_summaries (
+            device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+            section TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            synced INTEGER NOT NULL,
+            received_at REAL NOT NULL,
+            data TEXT NOT NULL,
+            PRIMARY KEY (device_id, section)
+        ) WITHOUT ROWID;
+        ALTER TABLE health ADD COLUMN unsynced INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX health_unsynced ON health (device_id, ts) WHERE unsynced = 1;
+        """,
+    ),
 ]

@@ -48,11 +48,16 @@ class Status:
 
 @dataclass(frozen=True)
 class Telemetry:
-    """One health sample. `seq` is monotonic per device database; metrics may be missing."""
+    """One health sample. `seq` is monotonic per device database; metrics may be missing.
+
+    `synced` is False when the device's clock was not known good when the sample was taken and
+    could not be corrected since: `ts` may be anything. Old agents never flag a sample.
+    """
 
     seq: int
     ts: int
     metrics: dict[str, float]
+    synced: bool = True
 
 
 def encode(obj: dict[str, Any]) -> bytes:
@@ -74,11 +79,17 @@ def goodbye(session: int, ts_ms: int, reason: str = "shutdown") -> bytes:
     return encode({"state": "offline", "reason": reason, "session": session, "ts": ts_ms})
 
 
-def telemetry(seq: int, ts_ms: int, metrics: dict[str, float | None]) -> bytes:
-    return encode({"seq": seq, "ts": ts_ms, "m": {k: v for k, v in metrics.items() if v is not None}})
+def telemetry(seq: int, ts_ms: int, metrics: dict[str, float | None], *, synced: bool = True) -> bytes:
+    body: dict[str, Any] = {"seq": seq, "ts": ts_ms,
+                            "m": {k: v for k, v in metrics.items() if v is not None}}
+    if not synced:
+        # Only the exception is spelled out: a synced sample is byte for byte what it was.
+        body["clock"] = "unsynced"
+    return encode(body)
 
 
-def _load(raw: bytes) -> dict[str, Any]:
+def load(raw: bytes) -> dict[str, Any]:
+    """The JSON object of a payload of our schema version; PayloadError for anything else."""
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise PayloadError("too large")
     try:
@@ -111,7 +122,7 @@ def _str(obj: dict[str, Any], key: str, limit: int = 200) -> str | None:
 
 
 def parse_status(raw: bytes) -> Status:
-    obj = _load(raw)
+    obj = load(raw)
     state = obj.get("state")
     if state not in ("online", "offline"):
         raise PayloadError("bad or missing 'state'")
@@ -138,7 +149,7 @@ def _interval(obj: dict[str, Any]) -> float | None:
 
 
 def parse_telemetry(raw: bytes) -> Telemetry:
-    obj = _load(raw)
+    obj = load(raw)
     seq = _int(obj, "seq")
     ts = _int(obj, "ts")
     assert seq is not None and ts is not None
@@ -155,7 +166,10 @@ def parse_telemetry(raw: bytes) -> Telemetry:
         if not low <= value <= high:
             raise PayloadError(f"metric '{key}' out of range")
         metrics[key] = float(value)
-    return Telemetry(seq=seq, ts=ts, metrics=metrics)
+    clock = obj.get("clock", "synced")
+    if clock not in ("synced", "unsynced"):
+        raise PayloadError("bad 'clock'")
+    return Telemetry(seq=seq, ts=ts, metrics=metrics, synced=clock == "synced")
 
 
 MAX_ACK_RANGES = 500
@@ -181,7 +195,7 @@ def to_ranges(seqs: list[int]) -> list[list[int]]:
 
 
 def parse_ack(raw: bytes) -> list[tuple[int, int]]:
-    obj = _load(raw)
+    obj = load(raw)
     seqs = obj.get("seqs")
     if not isinstance(seqs, list) or len(seqs) > MAX_ACK_RANGES:
         raise PayloadError("bad or missing 'seqs'")

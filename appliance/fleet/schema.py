@@ -22,5 +22,16 @@ MIGRATIONS = [
         );
         CREATE INDEX health_outbox_unacked ON health_outbox (acked, seq);
         """,
-    )
+    ),
+    Migration(
+        2,
+        "clock trust of each sample",
+        # Samples from before this migration were taken by an agent that trusted the clock.
+        """
+        ALTER TABLE health_outbox ADD COLUMN synced INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE health_outbox ADD COLUMN mono REAL;
+        ALTER TABLE health_outbox ADD COLUMN boot TEXT;
+        CREATE INDEX health_outbox_unsynced ON health_outbox (seq) WHERE synced = 0;
+        """,
+    ),
 ]

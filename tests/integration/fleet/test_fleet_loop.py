@@ -12,6 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from appliance import config as config_module
 from appliance.console import records
 from appliance.console.schema import MIGRATIONS
+from appliance.fleet import summaries
 from appliance.harness.process import wait_for, write_config
 from appliance.store import migrate, open_db
 
@@ -198,3 +199,41 @@ def test_session_counter_survives_restarts(appliance_config, console_config, sta
     # The counter continues from the stored value: a Will from the first run can never look
     # newer than the second run's birth.
     assert 1 <= sessions[0] < sessions[1]
+
+
+def agent_summary(console_config, ident):
+    cfg = config_module.load(console_config)
+    db = open_db(cfg.console_database_path)
+    migrate(db, "console", MIGRATIONS)
+    try:
+        entries = records.device_summaries(db, ident, summaries.specs()) or []
+    finally:
+        db.conn.close()
+    entry = next((e for e in entries if e["name"] == "agent"), None)
+    if entry is None or entry["received_at"] is None:
+        return None
+    return {f["key"]: f["value"] for f in entry["fields"]} | {"_synced": entry["synced"]}
+
+
+def test_agent_summary_reaches_the_console_with_its_backlog(
+        broker, appliance_config, console_config, start):
+    # Samples pile up while the broker is away: the first summary after the connect shows them.
+    broker.stop()
+    cfg = appliance_config("school-g", interval=0.5)
+    start(cfg, "agent")
+    db = agent_db(cfg)
+    wait_for(lambda: count(db, "SELECT count(*) FROM health_outbox") >= 6, what="a backlog")
+    start(console_config, "ingest")
+    broker.start()
+    wait_state(console_config, "school-g", "online", timeout=20)
+    first = wait_for(lambda: agent_summary(console_config, "school-g"), timeout=20,
+                     what="the agent's summary in console.db")
+    assert first["clock"] == "synced" and first["_synced"] is True  # the host's clock (conftest)
+    assert first["backlog"] >= 1 and first["oldest_unacked"] is not None
+    # Then the backlog drains and the summary follows: acknowledged, confirmed just now.
+    drained = wait_for(
+        lambda: (s := agent_summary(console_config, "school-g")) and s["last_ack"] is not None
+        and s["backlog"] <= 2 and s, timeout=30, what="a drained backlog in the summary")
+    assert drained["unsynced"] == 0
+    last_ack = db.execute("SELECT value FROM agent_state WHERE key = 'last_ack_ms'").fetchone()[0]
+    assert abs(last_ack - drained["last_ack"]) < 60_000

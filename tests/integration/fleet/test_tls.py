@@ -7,14 +7,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance import config as config_module
 from appliance.console.ingest import ingest_identity
-from appliance.fleet import payloads
+from appliance.fleet import payloads, summaries
 from appliance.fleet.broker import BrokerTls, Mosquitto
 from appliance.fleet.pki import CertificateAuthority
 from appliance.fleet.session import tls_context
 from appliance.fleet.topics import Topics
 from appliance.harness.process import wait_for, write_config
 from appliance.store import open_db
-from tests.integration.fleet.test_fleet_loop import count, fleet, state_of, wait_state
+from tests.integration.fleet.test_fleet_loop import agent_summary, count, fleet, state_of, wait_state
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +63,8 @@ def test_agent_reports_over_mutual_tls(tmp_path, ca, tls_broker, console_tls, st
     db = open_db(tmp_path / "agent-state" / "appliance.db")
     wait_for(lambda: count(db, "SELECT count(*) FROM health_outbox WHERE acked = 1") >= 2,
              what="acknowledged samples")
+    # And so does its summary.
+    wait_for(lambda: agent_summary(console_tls, "school-tls"), what="the agent's summary")
     agent.stop()
     wait_state(console_tls, "school-tls", "offline", reason="shutdown")
 
@@ -85,13 +87,19 @@ def test_an_appliance_cannot_speak_for_another(tmp_path, ca, tls_broker, console
                                payloads.telemetry(1, 1, {"cpu_pct": 99}), qos=1)
         own = client.publish(Topics().telemetry("school-a"),
                              payloads.telemetry(1, 1, {"cpu_pct": 5}), qos=1)
-        other.wait_for_publish(5)
-        own.wait_for_publish(5)
+        body = summaries.build(1, True, {"agent": {"backlog": 0}}, summaries.specs())
+        other_summary = client.publish(Topics().summary("school-b"), body, qos=1)
+        own_summary = client.publish(Topics().summary("school-a"), body, qos=1)
+        for info in (other, own, other_summary, own_summary):
+            info.wait_for_publish(5)
     finally:
         client.loop_stop()
         client.disconnect()
     assert acks[other.mid].value == 0x87  # Not authorized
     assert acks[own.mid].value == 0
+    assert acks[other_summary.mid].value == 0x87
+    assert acks[own_summary.mid].value == 0
+    wait_for(lambda: agent_summary(console_tls, "school-a"), what="school-a's own summary")
     # Its own topic works; the other appliance never appears in the console.
     wait_state(console_tls, "school-a", "online")
     assert state_of(console_tls, "school-b") is None

@@ -25,6 +25,7 @@ from appliance import config as config_module
 from appliance.fleet import payloads
 from appliance.harness.process import http_ok, wait_for
 from appliance.store import open_db
+from tests.integration.fleet.test_fleet_loop import fleet
 
 pytestmark = pytest.mark.integration
 
@@ -355,6 +356,8 @@ def test_device_page_opens_from_the_fleet_and_changes_range_without_a_reload(
         broker, appliance_config, console_config, start, open_tab, tmp_path):
     base = start_console(console_config, start)
     start(appliance_config("school-device"), "agent")
+    # Messages published before ingest subscribes reach nobody: wait for it, on a loaded machine.
+    wait_for(lambda: fleet(console_config)["ingest"]["broker_connected"], what="ingest connected")
     sent = publish_past_samples(broker.port, "school-device", int(time.time() * 1000))
     console_db = config_module.load(console_config).console_database_path
 
@@ -387,6 +390,10 @@ def test_device_page_opens_from_the_fleet_and_changes_range_without_a_reload(
     # device.js formatted the current figures (the server renders bare numbers).
     expect(page.locator('#figures dd[data-metric="cpu_pct"]')).to_have_text(re.compile(r"^\d+ %$"))
     expect(page.get_by_role("button", name="24 h")).to_have_attribute("aria-pressed", "true")
+    # The agent's summary panel, drawn from its spec; summaries.js writes times locally.
+    summary = page.locator('.summary[data-section="agent"]')
+    expect(summary.get_by_role("heading")).to_have_text("Reporting")
+    expect(summary.locator("[data-asof]")).to_have_text(re.compile(r"^Reported .* \(just now\)$"))
 
     # 24 h: the past day drawn as lines, broken at the 2-hour gap.
     cpu = page.locator("#chart-cpu svg")
@@ -421,10 +428,16 @@ def test_device_page_opens_from_the_fleet_and_changes_range_without_a_reload(
 
     # Every 30 s the page asks again, for the range shown, and for the current state.
     with page.expect_response(lambda r: r.url.endswith(one_hour)) as again, \
-            page.expect_response(lambda r: r.url.endswith("/api/fleet")) as fleet_again:
+            page.expect_response(lambda r: r.url.endswith("/api/fleet")) as fleet_again, \
+            page.expect_response(lambda r: r.url.endswith("/summaries")) as summaries_again:
         page.clock.fast_forward(31_000)
-    assert again.value.status == fleet_again.value.status == 200
+    assert again.value.status == fleet_again.value.status == summaries_again.value.status == 200
     assert page.evaluate("window.__marker") == 1
+
+    # ... and the summary panel too.
+    expect(summary.locator('dd[data-field="clock"]')).to_have_text("synced")
+    expect(summary.locator('dd[data-field="backlog"]')).to_have_text(re.compile(r"^\d+$"))
+    expect(summary.locator("[data-asof]")).to_have_text(re.compile(r"^Reported .* \(just now\)$"))
 
     # At a phone's width the page stays readable: no sideways scrolling, charts redrawn to fit.
     page.set_viewport_size(PHONE["viewport"])

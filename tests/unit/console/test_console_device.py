@@ -1,11 +1,12 @@
 """The device page and its history API: access, ids, the hours parameter, bucketing, content."""
 
+import json
 import re
 import time
 
 import pytest
 
-from appliance.console import create_app, records
+from appliance.console import create_app, records, summaries
 from appliance.console.auth import set_password
 from appliance.console.ingest import Ingest
 from appliance.fleet import payloads
@@ -190,3 +191,92 @@ def test_fleet_page_links_each_name_to_its_device_page(client, ingest):
     birth(ingest)
     page = client.get("/").get_data(as_text=True)
     assert '<a class="name" href="/device/pi-7">Room 7</a>' in page
+
+
+# -- capability summaries ------------------------------------------------------------------------
+
+def agent_summary(ingest, ident="pi-7", clock="synced", **values):
+    section = {"backlog": 1234, "oldest_unacked": 1_767_225_600_000, "last_ack": None,
+               "unsynced": 0, "clock": "synced", **values}
+    body = {"v": 1, "ts": 1_767_225_600_000, "clock": clock, "s": {"agent": section}}
+    assert ingest.handle(f"edge/v1/dev/{ident}/summary", json.dumps(body).encode())
+
+
+def panel(page, name):
+    match = re.search(rf'<section class="card summary" data-section="{name}">(.*?)</section>', page, re.S)
+    assert match, f"no {name} panel"
+    return match.group(1)
+
+
+def test_page_shows_a_panel_per_summary_drawn_from_its_spec(client, ingest):
+    birth(ingest)
+    agent_summary(ingest)
+    page = client.get("/device/pi-7").get_data(as_text=True)
+    agent = panel(page, "agent")
+    assert "<h2>Reporting</h2>" in agent
+    assert ('<dt>Samples not yet stored by the console</dt><dd data-field="backlog">1,234</dd>'
+            in agent)
+    assert '<dd data-field="oldest_unacked">2026-01-01 00:00 UTC</dd>' in agent
+    assert f'<dd data-field="last_ack">{summaries.DASH}</dd>' in agent
+    assert '<dd data-field="clock">synced</dd>' in agent
+    assert "Reported " in agent and "not synchronised" not in agent
+    assert 'src="/static/summaries.js"' in page
+    initial = re.search(r'<script type="application/json" id="summaries-initial">(.*?)</script>', page, re.S)
+    assert json.loads(initial.group(1))[0]["fields"][0]["value"] == 1234
+
+
+def test_a_device_that_never_sent_a_summary_shows_the_panel_empty(client, ingest):
+    birth(ingest)
+    agent = panel(client.get("/device/pi-7").get_data(as_text=True), "agent")
+    assert "Not reported yet" in agent and f'<dd data-field="backlog">{summaries.DASH}</dd>' in agent
+
+
+def test_a_summary_from_an_unsynced_clock_says_so(client, ingest):
+    birth(ingest)
+    agent_summary(ingest, clock="unsynced", unsynced=3)
+    agent = panel(client.get("/device/pi-7").get_data(as_text=True), "agent")
+    assert "the appliance's clock is not synchronised" in agent
+    assert '<dd data-field="unsynced">3</dd>' in agent
+
+
+def test_summaries_api_returns_the_sections_and_needs_sign_in(app, client, ingest):
+    birth(ingest)
+    agent_summary(ingest, backlog=7)
+    body = client.get("/api/device/pi-7/summaries").get_json()
+    assert body["device"] == "pi-7"
+    [section] = body["sections"]
+    assert section["name"] == "agent" and section["synced"] is True
+    assert {f["key"]: f["value"] for f in section["fields"]}["backlog"] == 7
+    assert client.get("/api/device/nobody/summaries").status_code == 404
+    assert client.get("/api/device/..%2Fx/summaries").status_code == 404
+    assert app.test_client().get("/api/device/pi-7/summaries").status_code == 401
+
+
+@pytest.mark.parametrize(("kind", "value", "shown"), [
+    ("count", 1234567, "1,234,567"),
+    ("bytes", 512, "512 B"),
+    ("bytes", 1536, "1.5 KiB"),
+    ("bytes", 5 * 1024**3, "5 GiB"),
+    ("seconds", 42.25, "42.2 s"),
+    ("seconds", 600, "10 min"),
+    ("seconds", 3 * 3600 + 300, "3 h 5 min"),
+    ("seconds", 3 * 86400 + 7200, "3 d 2 h"),
+    ("timestamp", 0, "1970-01-01 00:00 UTC"),
+    ("pct", 12.0, "12 %"),
+    ("pct", 12.34, "12.3 %"),
+    ("bool", True, "yes"),
+    ("text", "<b>", "<b>"),  # escaped by the template, not here
+    ("count", None, summaries.DASH),
+])
+def test_values_are_written_by_their_kind(kind, value, shown):
+    assert summaries.text(kind, value) == shown
+
+
+def test_history_counts_samples_with_an_untrusted_time(client, ingest):
+    birth(ingest)
+    now_ms = int(time.time() * 1000)
+    assert ingest.handle("edge/v1/dev/pi-7/tele",
+                         payloads.telemetry(1, now_ms - 60_000, {"cpu_pct": 5.0}, synced=False))
+    sample(ingest, now_ms - 30_000, 2, cpu_pct=7.0)
+    body = client.get("/api/device/pi-7/history?hours=1").get_json()
+    assert body["unsynced"] == 1 and [p[1] for p in body["points"]] == [7.0]

@@ -1,3 +1,4 @@
+import json
 import logging
 
 from appliance.console import records
@@ -111,3 +112,71 @@ def test_fleet_history_reads_one_key_range_per_device_not_the_whole_table(cfg):
     records.snapshot(db, now=1000.5)
     assert any("USING PRIMARY KEY (device_id=? AND ts>?)" in p for p in plans), plans
     assert not any(p.startswith("SCAN h") for p in plans), plans
+
+
+# -- summaries and clock flags ---------------------------------------------------------------
+
+def summary(sections, ts=999_000, clock="synced"):
+    return json.dumps({"v": 1, "ts": ts, "clock": clock, "s": sections}).encode()
+
+
+def stored_summaries(db, ident="pi-1"):
+    return {row[0]: (json.loads(row[1]), row[2]) for row in db.execute(
+        "SELECT section, data, synced FROM device_summaries WHERE device_id = ?", [ident])}
+
+
+AGENT = {"backlog": 4, "oldest_unacked": 998_000, "last_ack": 997_000, "unsynced": 0,
+         "clock": "synced"}
+
+
+def test_the_latest_summary_per_device_and_section_is_kept(cfg):
+    ingest, db, clock = make(cfg)
+    assert ingest.handle("edge/v1/dev/pi-1/summary", summary({"agent": AGENT}))
+    clock.t += 5
+    assert ingest.handle("edge/v1/dev/pi-1/summary",
+                         summary({"agent": {**AGENT, "backlog": 0}}, ts=1, clock="unsynced"))
+    # The latest by arrival, even with an earlier (untrusted) device time.
+    assert stored_summaries(db) == {"agent": ({**AGENT, "backlog": 0}, 0)}
+    assert db.execute("SELECT count(*) FROM device_summaries").fetchone()[0] == 1
+    # A summary is a sign of life like a sample: the device exists and was heard just now.
+    assert device(db, "pi-1")["last_seen"] == clock.t
+
+
+def test_unknown_summary_sections_are_ignored_counted_and_logged_once(cfg, caplog):
+    ingest, db, _ = make(cfg)
+    caplog.set_level(logging.INFO, logger="appliance.console.ingest")
+    for _ in range(3):
+        assert ingest.handle("edge/v1/dev/pi-1/summary",
+                             summary({"agent": AGENT, "moodle": {"courses": 3}}))
+    assert list(stored_summaries(db)) == ["agent"]
+    assert ingest.ignored_sections[("pi-1", "moodle")] == 3
+    assert caplog.text.count("ignoring summary section 'moodle'") == 1
+    assert records.snapshot(db, now=1000.5)["ingest"]["rejected_messages"] == 0
+    # Only unknown sections: nothing stored, nothing rejected.
+    assert not ingest.handle("edge/v1/dev/pi-2/summary", summary({"moodle": {}}))
+    assert ingest.rejected == 0
+
+
+def test_a_bad_summary_section_is_rejected_and_counted(cfg):
+    ingest, db, _ = make(cfg)
+    assert not ingest.handle("edge/v1/dev/pi-1/summary",
+                             summary({"agent": {**AGENT, "backlog": -1}}))
+    assert not ingest.handle("edge/v1/dev/pi-1/summary", b'{"v":1,"ts":1,"s":{}}')
+    reasons = dict(db.execute("SELECT reason, count FROM ingest_rejects WHERE kind = 'summary'"))
+    assert reasons == {"agent: field 'backlog' out of range": 1, "bad or missing 'clock'": 1}
+    assert stored_summaries(db) == {}
+
+
+def test_unsynced_samples_are_kept_flagged_but_never_current_nor_charted(cfg):
+    ingest, db, _ = make(cfg)
+    ingest.handle("edge/v1/dev/pi-1/tele", payloads.telemetry(1, 999_000, {"cpu_pct": 10.0}))
+    assert ingest.handle("edge/v1/dev/pi-1/tele",
+                         payloads.telemetry(2, 999_500, {"cpu_pct": 90.0}, synced=False))
+    assert ingest.pending_acks == {"pi-1": [1, 2]}  # stored, so acknowledged
+    d = device(db, "pi-1")
+    assert d["health"]["cpu_pct"] == 10.0 and d["health"]["ts"] == 999_000
+    assert d["history"][0][1] == 10.0
+    flags = db.execute("SELECT ts, unsynced FROM health ORDER BY ts").fetchall()
+    assert flags == [(999_000, 0), (999_500, 1)]
+    history = records.device_history(db, "pi-1", 1000.0, 1)
+    assert [p[1] for p in history["points"]] == [10.0] and history["unsynced"] == 1

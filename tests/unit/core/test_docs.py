@@ -90,5 +90,5 @@ def test_architecture_names_every_topic_the_code_builds():
     from appliance.fleet import topics
 
     text = (DOCS / "architecture.md").read_text()
-    for kind in (topics.STATUS, topics.TELEMETRY, topics.ACK):
+    for kind in (topics.STATUS, topics.TELEMETRY, topics.ACK, topics.SUMMARY):
         assert f"edge/v1/dev/<id>/{kind}`" in text

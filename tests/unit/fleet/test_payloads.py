@@ -92,3 +92,31 @@ def test_many_gaps_are_acknowledged_in_several_messages_each_accepted():
     messages = payloads.acks(list(range(0, 3000, 2)))  # 1500 single-sample ranges
     assert len(messages) == 3
     assert sum(len(payloads.parse_ack(m)) for m in messages) == 1500
+
+
+def test_telemetry_carries_the_clock_flag_only_when_unsynced():
+    synced = payloads.telemetry(1, 1234, {"cpu_pct": 1.0})
+    assert b"clock" not in synced  # a synced sample is what older consoles already parse
+    assert payloads.parse_telemetry(synced).synced is True
+    flagged = payloads.parse_telemetry(payloads.telemetry(1, 1234, {"cpu_pct": 1.0}, synced=False))
+    assert flagged.synced is False and flagged.metrics == {"cpu_pct": 1.0}
+
+
+def test_old_telemetry_without_clock_is_accepted_as_synced():
+    raw = b'{"v":1,"seq":9,"ts":5,"m":{"cpu_pct":2}}'
+    assert payloads.parse_telemetry(raw).synced is True
+
+
+@pytest.mark.parametrize("clock", ['"later"', "true", "0", '""'])
+def test_bad_clock_flag_is_rejected(clock):
+    raw = f'{{"v":1,"seq":9,"ts":5,"m":{{}},"clock":{clock}}}'.encode()
+    with pytest.raises(PayloadError, match="bad 'clock'"):
+        payloads.parse_telemetry(raw)
+
+
+def test_summary_topic_is_built_and_allowed_for_the_device_only():
+    topics = Topics()
+    assert topics.summary("pi-1") == "edge/v1/dev/pi-1/summary"
+    assert topics.parse(topics.summary("pi-1")) == ("pi-1", "summary")
+    acl = topics.broker_acl(["console-ingest-x"])
+    assert "pattern write edge/v1/dev/%u/summary" in acl.splitlines()

@@ -202,7 +202,8 @@
       data = answer;
       loadedAt = Date.now();
       statusLine.textContent = t("Last %(span)s, averaged per %(bucket)s · updated %(time)s",
-        { span: span(hours * 3600000), bucket: span(data.bucket_ms), time: window.ConsoleFormat.time(new Date()) });
+        { span: span(hours * 3600000), bucket: span(data.bucket_ms), time: window.ConsoleFormat.time(new Date()) })
+        + (data.unsynced ? " · " + t("%(num)s samples with an untrusted time are not charted", { num: data.unsynced }) : "");
       drawAll();
     } catch (e) {
       if (mine === request) statusLine.textContent = t("Could not load the history; trying again in 30 s.");
