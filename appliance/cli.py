@@ -22,6 +22,7 @@ from appliance.console import cli as console_cli
 from appliance.fleet import cli as fleet_cli
 from appliance.lab import cli as lab_cli
 from appliance.portal import cli as portal_cli
+from appliance.provision import cli as provision_cli
 
 # Every capability's commands, in the order `appliance --help` lists them; a new capability adds
 # its `COMMANDS` here, as the apps add a blueprint to `BLUEPRINTS`.
@@ -29,6 +30,7 @@ GROUPS: tuple[tuple[click.Command, ...], ...] = (
     portal_cli.COMMANDS,
     fleet_cli.COMMANDS,
     console_cli.COMMANDS,
+    provision_cli.COMMANDS,
     lab_cli.COMMANDS,
 )
 

@@ -13,11 +13,12 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from appliance import paths
 from appliance.config import Config
 from appliance.console import auth, db, device, fleet
+from appliance.provision import console_views as provision_views
 from appliance.secretfiles import ensure_secret
 from appliance.websecurity import install_security
 
 # Each area of the console is a blueprint; a new one is added to this list.
-BLUEPRINTS = (auth.bp, fleet.bp, device.bp)
+BLUEPRINTS = (auth.bp, fleet.bp, device.bp, provision_views.bp)
 
 
 def create_app(config: Config, test_config: dict[str, Any] | None = None) -> Flask:
