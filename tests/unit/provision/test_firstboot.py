@@ -163,3 +163,12 @@ def test_nothing_to_do_without_the_file(runner, pi):
     boot, etc, root = pi
     result = run(runner, boot, etc, root)
     assert result.exit_code == 0 and "nothing to do" in result.output
+
+
+def test_the_documented_example_is_valid():
+    import re
+
+    docs = firstboot.Path(__file__).resolve().parents[3] / "docs" / "enrollment.md"
+    (example,) = re.findall(r"```toml\n(.*?)```", docs.read_text(), re.S)
+    settings = parse(example)
+    assert settings.device_id == "lincoln-main" and settings.enrollment_token
