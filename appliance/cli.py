@@ -24,6 +24,8 @@ from appliance.fleet import cli as fleet_cli
 from appliance.fleet import schema as fleet_schema
 from appliance.lab import cli as lab_cli
 from appliance.portal import cli as portal_cli
+from appliance.provision import cli as provision_cli
+from appliance.provision import schema as provision_schema
 
 # Every capability's commands, in the order `appliance --help` lists them; a new capability adds
 # its `COMMANDS` here, as the apps add a blueprint to `BLUEPRINTS`.
@@ -31,11 +33,12 @@ GROUPS: tuple[tuple[click.Command, ...], ...] = (
     portal_cli.COMMANDS,
     fleet_cli.COMMANDS,
     console_cli.COMMANDS,
+    provision_cli.COMMANDS,
     lab_cli.COMMANDS,
 )
 
 # Every capability's schema (COMPONENT, DATABASE, MIGRATIONS), for `appliance migrations`.
-SCHEMAS = (fleet_schema, console_schema)
+SCHEMAS = (fleet_schema, console_schema, provision_schema)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,11 +14,12 @@ from appliance import paths
 from appliance.config import Config
 from appliance.console import auth, db, device, fleet, presence, summaries
 from appliance.i18n import install_i18n
+from appliance.provision import console_views as provision_views
 from appliance.secretfiles import ensure_secret
 from appliance.websecurity import install_security
 
 # Each area of the console is a blueprint; a new one is added to this list.
-BLUEPRINTS = (auth.bp, fleet.bp, device.bp, summaries.bp)
+BLUEPRINTS = (auth.bp, fleet.bp, device.bp, summaries.bp, provision_views.bp)
 # Languages the console offers (each but English has a catalog in web/translations; docs/i18n.md).
 LANGUAGES = ("en", "ru")
 
