@@ -275,11 +275,18 @@ class Phone:
                                      "(is something sending router advertisements on wlan0?)")
             time.sleep(0.2)
 
-    def curl(self, url: str, **kwargs: object) -> HttpResult:
-        """`curl(self.ns, url, ...)`; https URLs trust the fake internet's CA unless told."""
-        if "cacert" not in kwargs and url.startswith("https:"):
-            kwargs["cacert"] = self.classroom.internet_ca
-        return curl(self.ns, url, **kwargs)  # type: ignore[arg-type]
+    def curl(self, url: str, *, user_agent: str | None = None, method: str = "GET",
+             headers: tuple[str, ...] = (), data: bytes | None = None, timeout: float = 5.0,
+             resolve: tuple[str, ...] = (), family: int | None = None,
+             cacert: Path | None = None, insecure: bool = False,
+             extra: tuple[str, ...] = ()) -> HttpResult:
+        """`curl(self.ns, url, ...)` from this phone; https trusts the fake internet's CA unless
+        `cacert` names another."""
+        if cacert is None and url.startswith("https:"):
+            cacert = self.classroom.internet_ca
+        return curl(self.ns, url, user_agent=user_agent, method=method, headers=headers,
+                    data=data, timeout=timeout, resolve=resolve, family=family, cacert=cacert,
+                    insecure=insecure, extra=extra)
 
     def ping(self, address: str, timeout: float = 2.0) -> bool:
         """True if `address` answers one echo request within `timeout` seconds."""
