@@ -106,6 +106,23 @@ def test_phones_reach_the_pi_but_not_each_other(classroom):
     assert out.count("isolated on") == 3
 
 
+def test_phones_fetch_from_the_pi_over_ipv4_and_ipv6(room, tmp_path):
+    (tmp_path / "hello.txt").write_text("from the pi\n")
+    server = room.start_process(room.pi, sys.executable, "-m", "http.server", "8080",
+                                "--bind", "::", "--directory", str(tmp_path))
+    phone = room.phones[0]
+    phone.wait_ipv6()
+    ok = wait_for(lambda: phone.curl(f"http://{room.gateway4}:8080/hello.txt", timeout=1).status,
+                  timeout=10, what="the Pi's test server")
+    assert ok == 200
+    v4 = phone.curl(f"http://{room.gateway4}:8080/hello.txt", user_agent=USER_AGENTS["ios"])
+    v6 = phone.curl(f"http://[{room.gateway6}]:8080/hello.txt")
+    assert v4.body == v6.body == b"from the pi\n"
+    assert v4.header("content-type") == "text/plain"
+    server.terminate()
+    server.wait(5)
+
+
 def test_the_fake_internet_answers_every_probe_from_the_pi(room):
     for probe in PROBES:
         result = curl(room.pi, probe.url, user_agent=USER_AGENTS.get(probe.platform),
