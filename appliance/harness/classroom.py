@@ -306,8 +306,9 @@ class Classroom:
 
     `prefix` names the namespaces `<prefix>-pi`, `<prefix>-inet`, `<prefix>-phoneN` (at most 10
     characters; random if None). Whatever a killed run with the same prefix left is removed at
-    start. `workdir` keeps logs, the hook, the CA and leases (a temporary folder, removed at
-    close, if None)."""
+    start, so a fixed prefix must belong to one run at a time (the lab holds its lock).
+    `workdir` keeps logs, the hook, the CA and leases (a temporary folder, removed at close, if
+    None)."""
 
     def __init__(self, prefix: str | None = None, *, phones: int = 3,
                  subnet4: str = DEFAULT_SUBNET4, subnet6: str = DEFAULT_SUBNET6,
