@@ -8,21 +8,39 @@ Tests, the lab (`scripts/lab --classroom`) and `bench/` build their networks wit
     net.segment("wlan", "phone1", "phone2", owner="pi", isolated=True)
 
 Addresses come from documentation ranges unless a caller gives its own: point-to-point links get a
-/30 of 192.0.2.0/24 (TEST-NET-1) and a /64 of 2001:db8:ce00::/48; a segment gets a /26 and a /64.
-198.51.100.0/24 stays free for the portal's captured address and 203.0.113.0/24 for the fake
-internet. Namespaces are never bridged or routed to the machine's own uplink. Everything created
-is removed by `close()`; `remove_stale(prefix)` removes what a killed process left behind.
+/30 of 192.0.2.0/24 (TEST-NET-1, then the benchmarking range 198.18.0.0/15 once a caller has
+reserved all of TEST-NET-1, as the virtual classroom does) and a /64 of 2001:db8:ce00::/48; a
+segment gets a /26 and a /64. 198.51.100.0/24 stays free for the portal's captured address and
+203.0.113.0/24 for the fake internet. `link_host()` is the one link into the machine's own (root)
+namespace: a /30 of 198.18.0.0/15 no route of the machine uses, and no default route, bridge or
+NAT, so namespaces never reach the machine's own uplink. Everything created is removed by
+`close()`; `remove_stale(prefix)` removes what a killed process left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
+import json
+import os
 import secrets
+import shutil
+import signal
 import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 IPV4_POOL = ipaddress.IPv4Network("192.0.2.0/24")
+# Tried in order by allocate4(): the benchmarking range (RFC 2544) once TEST-NET-1 is taken.
+IPV4_POOLS = (IPV4_POOL, ipaddress.IPv4Network("198.18.0.0/15"))
+# Links into the machine's own namespace: shared by every Network on the machine at once, so
+# picked at random among the /30s no route of the machine overlaps (see link_host()).
+HOST_POOL = ipaddress.IPv4Network("198.18.0.0/15")
+# The name a Link uses for the machine's own (root) namespace.
+HOST = "host"
+# `ip netns exec NAME` bind-mounts every file of this folder over /etc (resolv.conf, hosts).
+NETNS_ETC = Path("/etc/netns")
 IPV6_POOL = ipaddress.IPv6Network("2001:db8:ce00::/48")
 # Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 IFNAME_MAX = 15
@@ -41,12 +59,50 @@ def namespaces() -> list[str]:
     return [line.split()[0] for line in ip("netns", "list").stdout.splitlines() if line.strip()]
 
 
+def namespace_pids(name: str) -> list[int]:
+    """Pids of the processes living in namespace `name` (empty if it is gone)."""
+    out = ip("netns", "pids", name, check=False).stdout
+    return [int(pid) for pid in out.split() if pid.isdigit()]
+
+
+def kill_namespace_processes(name: str) -> list[int]:
+    """SIGKILL every process living in namespace `name` (only ever called on namespaces named
+    with our own prefix, so these are processes our harness started); return their pids."""
+    pids = namespace_pids(name)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
 def remove_stale(prefix: str) -> list[str]:
-    """Delete namespaces named `<prefix>-*` (left by a process killed with -9); return their names."""
+    """Delete namespaces named `<prefix>-*` (left by a process killed with -9), the processes
+    still living in them (a server outlives a killed parent and keeps its namespace alive) and
+    their /etc/netns folders; return the namespaces' names."""
     stale = [name for name in namespaces() if name.startswith(f"{prefix}-")]
     for name in stale:
+        kill_namespace_processes(name)
         ip("netns", "del", name, check=False)
+    if NETNS_ETC.is_dir():
+        for folder in NETNS_ETC.glob(f"{prefix}-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+            if folder.name not in stale:
+                stale.append(folder.name)
     return stale
+
+
+def host_routes() -> list[ipaddress.IPv4Network]:
+    """The IPv4 destinations the machine's own namespace routes (every table)."""
+    out = ip("-j", "-4", "route", "show", "table", "all").stdout
+    nets = []
+    for route in json.loads(out or "[]"):
+        dst = route.get("dst", "")
+        if dst and dst != "default" and route.get("type", "unicast") in ("unicast", "local"):
+            try:
+                nets.append(ipaddress.IPv4Network(dst, strict=False))
+            except ValueError:
+                continue
+    return nets
 
 
 @dataclass
@@ -65,6 +121,15 @@ class Namespace:
             ["ip", "netns", "exec", self.name, *cmd], **kwargs)
         return proc
 
+    def sysctl(self, key: str, value: str | int) -> None:
+        """Set a sysctl (`net.ipv4.ip_forward`, ...) inside this namespace only."""
+        self.run("sysctl", "-q", "-w", f"{key}={value}")
+
+    @property
+    def etc(self) -> Path:
+        """/etc/netns/<name>: files here replace /etc's for every `ip netns exec` (resolv.conf)."""
+        return NETNS_ETC / self.name
+
     def exec_prefix(self) -> list[str]:
         """What to put before a command to run it in this namespace (`ip netns exec` execs it,
         so its pid and signals stay the command's)."""
@@ -73,7 +138,8 @@ class Namespace:
 
 @dataclass(frozen=True)
 class Link:
-    """A veth pair: each end's device name (inside its namespace) and addresses."""
+    """A veth pair: each end's device name (inside its namespace) and addresses. `b` is HOST for
+    a link_host() into the machine's own namespace."""
 
     a: str
     a_dev: str
@@ -106,6 +172,7 @@ class Network:
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _subnets4: set[ipaddress.IPv4Network] = field(default_factory=set)
     _subnets6: set[ipaddress.IPv6Network] = field(default_factory=set)
+    _host_devs: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # A device name is prefix + a letter + a number: keep room for thousands of links.
@@ -130,11 +197,12 @@ class Network:
     # -- addresses -----------------------------------------------------------------------------
     def allocate4(self, prefixlen: int) -> ipaddress.IPv4Network:
         """The next IPv4 subnet of this size from the pool that overlaps none handed out."""
-        for subnet in IPV4_POOL.subnets(new_prefix=prefixlen):
-            if not any(subnet.overlaps(taken) for taken in self._subnets4):
-                self._subnets4.add(subnet)
-                return subnet
-        raise TopologyError(f"no free /{prefixlen} left in {IPV4_POOL}")
+        for pool in IPV4_POOLS:
+            for subnet in pool.subnets(new_prefix=prefixlen):
+                if not any(subnet.overlaps(taken) for taken in self._subnets4):
+                    self._subnets4.add(subnet)
+                    return subnet
+        raise TopologyError(f"no free /{prefixlen} left in {', '.join(map(str, IPV4_POOLS))}")
 
     def allocate6(self) -> ipaddress.IPv6Network:
         for subnet in IPV6_POOL.subnets(new_prefix=64):
@@ -159,13 +227,16 @@ class Network:
             raise TopologyError(f"interface name {name!r} is too long")
         return name
 
-    def _place(self, dev: str, short: str, rename: str | None, addrs: tuple[str, ...]) -> str:
+    def _place(self, dev: str, short: str, rename: str | None, addrs: tuple[str, ...],
+               mac: str | None = None) -> str:
         ns = self[short]
         ip("link", "set", dev, "netns", ns.name)
         final = dev
         if rename:
             ns.run("ip", "link", "set", dev, "name", rename)
             final = rename
+        if mac:
+            ns.run("ip", "link", "set", final, "address", mac)
         for addr in addrs:
             # nodad: an IPv6 address is usable at once, not after duplicate detection.
             extra = ["nodad"] if ":" in addr else []
@@ -199,6 +270,35 @@ class Network:
         db = self._place(vb, b, b_dev, b_addrs)
         return Link(a, da, a_addrs, b, db, b_addrs)
 
+    def link_host(self, short: str, *, dev: str | None = None) -> Link:
+        """Join namespace `short` to the machine's own namespace (a management link, e.g. so an
+        agent in the namespace reaches a broker on the machine, which must listen on the
+        returned `b_addrs[0]`). The /30 is picked at random from 198.18.0.0/15 among those no
+        route of the machine overlaps, since other Networks may be doing the same at once. Only
+        the /30 is routed: no default route, no forwarding, nothing else of the machine's."""
+        taken = [*host_routes(), *self._subnets4]
+        # Random, not first-free: two Networks started together would otherwise race for one.
+        candidates = list(HOST_POOL.subnets(new_prefix=30))
+        rng = secrets.SystemRandom()
+        for _ in range(64):
+            net4 = rng.choice(candidates)
+            if not any(net4.overlaps(t) for t in taken):
+                break
+        else:  # pragma: no cover - 32768 candidates
+            raise TopologyError(f"no free /30 in {HOST_POOL} on this machine")
+        self._subnets4.add(net4)
+        host_side, ns_side = (f"{h}/30" for h in net4.hosts())
+        va, vb = self._devname("a"), self._devname("h")
+        ip("link", "add", va, "type", "veth", "peer", "name", vb)
+        da = self._place(va, short, dev, (ns_side,))
+        # No IPv6 on the machine's end: nothing but the /30 should appear there.
+        subprocess.run(["sysctl", "-q", "-w", f"net.ipv6.conf.{vb}.disable_ipv6=1"],
+                       check=False, capture_output=True)
+        self._host_devs.append(vb)
+        ip("addr", "add", host_side, "dev", vb)
+        ip("link", "set", vb, "up")
+        return Link(short, da, (ns_side,), HOST, vb, (host_side,))
+
     def segment(self, name: str, *members: str, owner: str, isolated: bool = False,
                 subnet4: str | None = None, subnet6: str | None = None,
                 member_dev: str = "eth0", addresses: bool = False) -> Segment:
@@ -231,8 +331,10 @@ class Network:
         return seg
 
     def join(self, seg: Segment, member: str, *, isolated: bool = False, dev: str = "eth0",
-             address: str | None = None, address6: str | None = None) -> str:
-        """Add one more member to a segment; return its device name in the member's namespace."""
+             address: str | None = None, address6: str | None = None,
+             mac: str | None = None) -> str:
+        """Add one more member to a segment; return its device name in the member's namespace.
+        `mac` sets the member's hardware address (e.g. a locally administered 02:...)."""
         host = self[seg.owner]
         port, peer = self._devname("p"), self._devname("m")
         ip("link", "add", port, "type", "veth", "peer", "name", peer)
@@ -242,11 +344,19 @@ class Network:
             host.run("bridge", "link", "set", "dev", port, "isolated", "on")
         host.run("ip", "link", "set", port, "up")
         addrs = tuple(a for a in (address, address6) if a)
-        final = self._place(peer, member, dev, addrs)
+        final = self._place(peer, member, dev, addrs, mac)
         seg.ports[member] = final
         return final
 
     def close(self) -> None:
+        """Delete every namespace (their veth pairs, the machine's end of link_host() too) and
+        their /etc/netns folders. Processes still inside are not ours to kill: stop them first."""
+        # The machine's ends first: a deleted namespace takes its veths along only once the
+        # kernel gets round to it, and a test (or the next start) looks at once.
+        for dev in self._host_devs:
+            ip("link", "del", dev, check=False)
+        self._host_devs.clear()
         for ns in self.namespaces.values():
             ip("netns", "del", ns.name, check=False)
+            shutil.rmtree(ns.etc, ignore_errors=True)
         self.namespaces.clear()
