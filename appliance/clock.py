@@ -119,9 +119,10 @@ def system_synced() -> bool:
     return bool(synced)
 
 
-def default_probe() -> Callable[[], bool]:
-    """`system_synced`, or "always synced" when $APPLIANCE_CLOCK_SOURCE is `host`."""
-    if os.environ.get(SOURCE_ENV, "").strip().lower() == "host":
+def default_probe(source: str = "ntp") -> Callable[[], bool]:
+    """`system_synced`, or "always synced" when `source` ([agent] clock_source) or
+    $APPLIANCE_CLOCK_SOURCE is `host`."""
+    if source == "host" or os.environ.get(SOURCE_ENV, "").strip().lower() == "host":
         return lambda: True
     return system_synced
 

@@ -161,6 +161,10 @@ class AgentSection:
     )
     retention_hours: int = field(default=168, metadata=rule(_positive))
     backoff_max: float = field(default=120.0, metadata=rule(_positive))
+    # "ntp": the clock is trusted once NTP says it is synchronised (a Pi has no real-time clock);
+    # "host": trust the machine's clock as it is (the lab and tests, whose kernel may never
+    # report NTP sync). See docs/architecture.md, "Clock trust".
+    clock_source: Literal["ntp", "host"] = "ntp"
 
 
 @dataclass(frozen=True)

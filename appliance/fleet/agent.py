@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 import sqlite_utils
 
 from appliance import __version__
-from appliance.clock import STATES, ClockTrust, State, boot_id, retimed_ms
+from appliance.clock import STATES, ClockTrust, State, boot_id, default_probe, retimed_ms
 from appliance.config import Config
 from appliance.fleet import health, payloads, summaries
 from appliance.fleet.backoff import Backoff
@@ -81,7 +81,8 @@ class Agent:
         self.collect = collect or (lambda: health.collect(config.appliance.state_dir))
         self.wall_clock = wall_clock
         self.monotonic = monotonic
-        self.clock = clock or ClockTrust(config.appliance.state_dir, now=wall_clock)
+        self.clock = clock or ClockTrust(config.appliance.state_dir, now=wall_clock,
+                                         sync_probe=default_probe(config.agent.clock_source))
         self.boot = boot_id() if boot is None else boot
         self.providers = summaries.providers() if summary_providers is None else summary_providers
         self.specs = {p.spec.name: p.spec for p in self.providers}
