@@ -91,7 +91,7 @@ def login() -> Any:
         client = request.remote_addr or "unknown"
         if throttled(db, client, now):
             flash(_("Too many failed sign-ins from this address. Wait a few minutes and try again."))
-            return render_template("login.html"), 429
+            return render_template("auth/login.html"), 429
         if verify(db, username, password):
             token = session.get("csrf_token")
             session.clear()  # a fresh session on sign-in: no fixation
@@ -106,8 +106,8 @@ def login() -> Any:
             return redirect(target)
         record_failure(db, client, now)
         flash(_("Wrong user name or password."))
-        return render_template("login.html"), 401
-    return render_template("login.html")
+        return render_template("auth/login.html"), 401
+    return render_template("auth/login.html")
 
 
 @bp.post("/logout")

@@ -72,14 +72,14 @@ def page(device_id: str) -> Any:
             get_db(), device_id, fallback_silent_after=config.console.offline_after
         )
     if found is None:
-        return render_template("device.html", device=None, device_id=device_id), 404
+        return render_template("device/index.html", device=None, device_id=device_id), 404
     charts = [
         (key, label, records.DEVICE_HISTORY_METRICS.index(metric) + 1, scale)
         for key, label, metric, scale in CHARTS
         if metric != "temp_c" or found["has_temp"]
     ]
     return render_template(
-        "device.html", device=found, ranges=RANGES, default_hours=DEFAULT_HOURS,
+        "device/index.html", device=found, ranges=RANGES, default_hours=DEFAULT_HOURS,
         figures=FIGURES, charts=charts, when=_when, interval=_interval,
         summaries=summaries.panels(device_id),
     )

@@ -39,7 +39,7 @@ def healthz() -> Any:
 @bp.get("/")
 @login_required
 def index() -> Any:
-    return render_template("fleet.html", fleet=_snapshot())
+    return render_template("fleet/index.html", fleet=_snapshot())
 
 
 @bp.get("/api/fleet")

@@ -75,7 +75,7 @@ def _title(stem: str) -> str:
 def index() -> Any:
     config = current_app.config["APPLIANCE_CONFIG"]
     return render_template(
-        "landing.html",
+        "landing/index.html",
         title=config.portal.title,
         building=config.appliance.name or config.appliance.id,
         resources=list_resources(config.portal.content_dir),

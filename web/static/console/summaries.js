@@ -1,4 +1,4 @@
-// Device page: the capability summary panels (summaries.html), formatted by each field's kind
+// Device page: the capability summary panels (device/summaries.html), formatted by each field's kind
 // by the same rules as appliance/console/summaries.py, refreshed from
 // /api/device/<id>/summaries every 30 s while the page is visible.
 "use strict";
