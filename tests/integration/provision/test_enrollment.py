@@ -76,7 +76,8 @@ class Site:
         self.start(self.config, "console")
         self.start(self.config, "ingest")
         wait_for(lambda: http_ok(f"{self.url}/healthz"), what="console web")
-        wait_for(lambda: fleet(self.config)["ingest"]["broker_connected"], what="ingest on TLS")
+        wait_for(lambda: fleet(self.config)["ingest"]["broker_connected"], timeout=40,
+                 what="ingest on TLS")
 
     def stop(self) -> None:
         if self.broker is not None:
