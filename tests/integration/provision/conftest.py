@@ -35,8 +35,9 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("wheelhouse")
 
 
-def _converge_twice(root: Path, tarball: Path, secrets: Secrets, wheelhouse: Path, host: str,
-                    playbook: str) -> Converged:
+def _converge_twice(
+    root: Path, tarball: Path, secrets: Secrets, wheelhouse: Path, host: str, playbook: str
+) -> Converged:
     tree = unpack(tarball, root / "tree")
     inventory = write_inventory(root, secrets, {host: tree}, wheelhouse=wheelhouse)
     first = converge(inventory, playbook, limit=host)
@@ -48,11 +49,18 @@ def _converge_twice(root: Path, tarball: Path, secrets: Secrets, wheelhouse: Pat
 
 @pytest.fixture(scope="session")
 def edge(tmp_path_factory, rootfs_tarball, secrets, wheelhouse) -> Converged:
-    return _converge_twice(tmp_path_factory.mktemp("edge"), rootfs_tarball, secrets, wheelhouse,
-                           "pi-main", "playbooks/edge.yml")
+    return _converge_twice(
+        tmp_path_factory.mktemp("edge"), rootfs_tarball, secrets, wheelhouse, "pi-main", "playbooks/edge.yml"
+    )
 
 
 @pytest.fixture(scope="session")
 def console(tmp_path_factory, rootfs_tarball, secrets, wheelhouse) -> Converged:
-    return _converge_twice(tmp_path_factory.mktemp("console"), rootfs_tarball, secrets, wheelhouse,
-                           "district-console", "playbooks/console.yml")
+    return _converge_twice(
+        tmp_path_factory.mktemp("console"),
+        rootfs_tarball,
+        secrets,
+        wheelhouse,
+        "district-console",
+        "playbooks/console.yml",
+    )

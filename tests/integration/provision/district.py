@@ -31,8 +31,9 @@ BUILDINGS = {"pi-main": "lincoln-main", "pi-annex": "lincoln-annex"}
 def base_rootfs() -> Path:
     """The cached Debian 12 amd64 base tarball, built by image-build/rootfs if missing."""
     subprocess.run([str(ROOTFS_SCRIPT), "--arch", "amd64"], check=True, timeout=900)
-    path = subprocess.run([str(ROOTFS_SCRIPT), "--arch", "amd64", "--print-path"], check=True,
-                          capture_output=True, text=True).stdout.strip()
+    path = subprocess.run(
+        [str(ROOTFS_SCRIPT), "--arch", "amd64", "--print-path"], check=True, capture_output=True, text=True
+    ).stdout.strip()
     return Path(path)
 
 
@@ -63,9 +64,13 @@ class Secrets:
         broker = ca.issue("broker", server_names=(CONSOLE_ADDRESS,))
         ingest = ca.issue(INGEST_IDENTITY)
         https = ca.issue("console-web", server_names=(CONSOLE_ADDRESS,))
-        ssh_key = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        ).decode() + " it-staff@test"
+        ssh_key = (
+            ed25519.Ed25519PrivateKey.generate()
+            .public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .decode()
+            + " it-staff@test"
+        )
         values = {
             "vault_fleet_ca_pem": pem(ca.ca_file),
             "vault_admin_authorized_keys": [ssh_key],
@@ -110,10 +115,16 @@ def write_inventory(
         return {name: {**chroot, "ansible_host": str(trees.get(name, directory / "absent" / name))}}
 
     buildings = {f"building_{name.replace('-', '_')}": {"hosts": host(name)} for name in BUILDINGS}
-    hosts = {"all": {"children": {
-        "console": {"hosts": host("district-console")},
-        "edge": {"children": {"region_north": {"children": {"school_lincoln": {"children": buildings}}}}},
-    }}}
+    hosts = {
+        "all": {
+            "children": {
+                "console": {"hosts": host("district-console")},
+                "edge": {
+                    "children": {"region_north": {"children": {"school_lincoln": {"children": buildings}}}}
+                },
+            }
+        }
+    }
     (inv / "hosts.yml").write_text(yaml_dump(hosts))
     district: dict[str, object] = {
         "edge_console_address": CONSOLE_ADDRESS,
@@ -141,8 +152,12 @@ def write_inventory(
     }
     school = {"edge_portal_title": "Lincoln School library"}
     region = {"edge_agent_interval": 30}
-    for name, values in (("all/main.yml", district), ("console.yml", console),
-                         ("school_lincoln.yml", school), ("region_north.yml", region)):
+    for name, values in (
+        ("all/main.yml", district),
+        ("console.yml", console),
+        ("school_lincoln.yml", school),
+        ("region_north.yml", region),
+    ):
         (group_vars / name).write_text(yaml_dump({k: v for k, v in values.items() if k not in drop}))
     for name, building in ids.items():
         values = {"edge_building_id": building, "edge_building_name": f"Lincoln School, {name}"}
@@ -195,21 +210,26 @@ def converge(inventory: Path, playbook: str, *, limit: str | None = None, timeou
 
 def snapshot(tree: Path) -> dict[str, tuple[int, int, int]]:
     """Every path in the tree with (mode, size, mtime_ns), except Ansible's own temporary
-    folder (the chroot connection puts its module files under /root/.ansible/tmp)."""
+    folder (the chroot connection puts its module files under /root/.ansible/tmp). Folders
+    count with their mode only: a temporary file made and removed changes a folder's mtime,
+    while any file left behind shows as a path of its own."""
     found = {}
     for dirpath, dirnames, filenames in os.walk(tree):
         rel = os.path.relpath(dirpath, tree)
         if rel == "root" and ".ansible" in dirnames:
             dirnames.remove(".ansible")
-        for name in dirnames + filenames:
+        for name in dirnames:
+            found[os.path.join(rel, name)] = (os.lstat(os.path.join(dirpath, name)).st_mode, 0, 0)
+        for name in filenames:
             st = os.lstat(os.path.join(dirpath, name))
             found[os.path.join(rel, name)] = (st.st_mode, st.st_size, st.st_mtime_ns)
     return found
 
 
 def chroot(tree: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["chroot", str(tree), *args], capture_output=True, text=True, check=check,
-                          timeout=120)
+    return subprocess.run(
+        ["chroot", str(tree), *args], capture_output=True, text=True, check=check, timeout=120
+    )
 
 
 __all__ = ["Run", "Secrets", "base_rootfs", "chroot", "converge", "snapshot", "unpack", "write_inventory"]
