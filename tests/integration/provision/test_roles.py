@@ -1,0 +1,262 @@
+"""The roles of ansible/: lint-clean, and converging a real Debian 12 root filesystem through
+the chroot connection (what an image build does), idempotently, into a tree that holds what a
+Pi or the console machine needs. Needs root, debootstrap and the Debian mirror (scripts/install
+--test); never skips."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from appliance.fleet.topics import Topics
+from tests.integration.provision.district import (
+    ANSIBLE_DIR,
+    BIN,
+    INGEST_IDENTITY,
+    chroot,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def ids(tree: Path, name: str, database: str) -> int:
+    """The uid (passwd) or gid (group) of `name` inside the tree."""
+    for line in (tree / "etc" / database).read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == name:
+            return int(fields[2])
+    raise AssertionError(f"{name} not in the tree's /etc/{database}")
+
+
+def owner(tree: Path, path: str) -> tuple[int, int, int]:
+    st = (tree / path.lstrip("/")).stat()
+    return st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+
+def verify_units(tree: Path, *units: str) -> None:
+    """systemd-analyze verify against the tree: silence, or the test fails (it exits 0 on
+    unknown keys, see tests/integration/systemd)."""
+    for unit in units:
+        result = subprocess.run(
+            [
+                "systemd-analyze",
+                "--no-pager",
+                "verify",
+                "--man=no",
+                f"--root={tree}",
+                f"/etc/systemd/system/{unit}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), (
+            f"{unit}:\n{result.stdout}{result.stderr}"
+        )
+
+
+def enabled(tree: Path, unit: str, target: str = "multi-user.target") -> bool:
+    return (tree / "etc/systemd/system" / f"{target}.wants" / unit).is_symlink()
+
+
+def test_lint_production_profile():
+    result = subprocess.run(
+        [str(BIN / "ansible-lint"), "--offline", "--profile", "production", "--nocolor"],
+        cwd=ANSIBLE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("playbook", ["site.yml", "playbooks/edge.yml", "playbooks/console.yml"])
+def test_syntax_check(playbook):
+    result = subprocess.run(
+        [str(BIN / "ansible-playbook"), "--syntax-check", playbook],
+        cwd=ANSIBLE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_verify_fails_on_a_broken_unit_in_the_tree(edge):
+    """The silence asserted below means something: with --root it does look inside the tree."""
+    broken = edge.tree / "etc/systemd/system/broken-test.service"
+    broken.write_text("[Service]\nExecStart=/opt/appliance/venv/bin/no-such-program\n")
+    try:
+        with pytest.raises(AssertionError, match="no-such-program"):
+            verify_units(edge.tree, "broken-test.service")
+    finally:
+        broken.unlink()
+
+
+# --- edge -------------------------------------------------------------------------------------
+
+
+def test_edge_second_run_changes_nothing(edge):
+    assert edge.first.recap()["pi-main"]["changed"] > 0
+    recap = edge.second.recap()
+    assert recap and all(counts["changed"] == 0 and counts["failed"] == 0 for counts in recap.values()), recap
+
+
+def test_edge_package_and_config(edge):
+    tree = edge.tree
+    assert (tree / "opt/appliance/venv/bin/appliance").is_file()
+    assert (tree / "opt/appliance/web/templates/portal").is_dir()
+    # The rendered config passes the package's own check, run inside the tree.
+    result = chroot(
+        tree, "/opt/appliance/venv/bin/appliance", "--config", "/etc/appliance/appliance.toml", "check-config"
+    )
+    assert result.stdout.strip() == "/etc/appliance/appliance.toml: ok (appliance 'lincoln-main')"
+    toml = (tree / "etc/appliance/appliance.toml").read_text()
+    assert 'title = "Lincoln School library"' in toml  # from the school's group_vars
+    assert "interval = 30.0" in toml  # from the region's
+
+
+def test_edge_users_and_permissions(edge):
+    tree = edge.tree
+    uid, gid = ids(tree, "appliance", "passwd"), ids(tree, "appliance", "group")
+    assert (tree / "etc/passwd").read_text().count("appliance:x:") == 1
+    assert owner(tree, "/etc/appliance") == (0, gid, 0o750)
+    assert owner(tree, "/etc/appliance/appliance.toml") == (0, gid, 0o640)
+    assert owner(tree, "/etc/appliance/tls/client.key") == (uid, gid, 0o600)
+    assert "BEGIN" in (tree / "etc/appliance/tls/client.key").read_text()
+    assert owner(tree, "/etc/sudoers.d/classroom-edge") == (0, 0, 0o440)
+    keys = (tree / "home/itadmin/.ssh/authorized_keys").read_text()
+    assert keys.startswith("ssh-ed25519 ") and keys.count("\n") == 1
+
+
+def test_edge_hardening(edge):
+    tree = edge.tree
+    sshd = (tree / "etc/ssh/sshd_config.d/10-classroom-edge.conf").read_text()
+    assert "PasswordAuthentication no" in sshd and "PermitRootLogin no" in sshd
+    # sshd itself accepts the result (host keys exist in a converged tree; images drop them).
+    # /run/sshd is made by ssh.service at start; sshd -T wants it.
+    (tree / "run/sshd").mkdir(parents=True, exist_ok=True)
+    result = chroot(tree, "/usr/sbin/sshd", "-T", check=False)
+    assert result.returncode == 0, result.stderr
+    assert "passwordauthentication no" in result.stdout and "authenticationmethods publickey" in result.stdout
+    assert (
+        "label=Debian-Security"
+        in (tree / "etc/apt/apt.conf.d/52classroom-edge-unattended-upgrades").read_text()
+    )
+    assert "server localhost iburst" in (tree / "etc/chrony/sources.d/classroom-edge.sources").read_text()
+    assert "Storage=volatile" in (tree / "etc/systemd/journald.conf.d/classroom-edge.conf").read_text()
+    fstab = (tree / "etc/fstab").read_text()
+    assert "tmpfs /tmp tmpfs mode=1777,nosuid,nodev,size=64M 0 0" in fstab
+
+
+def test_edge_units(edge):
+    tree = edge.tree
+    units = ("appliance-portal.service", "appliance-agent.service", "appliance-firstboot.service")
+    verify_units(tree, *units)
+    for unit in (*units, "chrony.service", "ssh.service"):
+        assert enabled(tree, unit), unit
+    repo_unit = (Path(__file__).resolve().parents[3] / "systemd/appliance-agent.service").read_bytes()
+    assert (tree / "etc/systemd/system/appliance-agent.service").read_bytes() == repo_unit
+
+
+# --- console ----------------------------------------------------------------------------------
+
+
+def test_console_second_run_changes_nothing(console):
+    recap = console.second.recap()
+    assert recap and all(counts["changed"] == 0 and counts["failed"] == 0 for counts in recap.values()), recap
+
+
+def test_console_broker(console):
+    tree = console.tree
+    conf = (tree / "etc/mosquitto/conf.d/classroom-edge.conf").read_text().splitlines()
+    for line in (
+        "require_certificate true",
+        "use_identity_as_username true",
+        "allow_anonymous false",
+        "acl_file /etc/mosquitto/classroom-edge.acl",
+        "listener 8883",
+    ):
+        assert line in conf
+    assert not any(line.startswith("crlfile") for line in conf)  # none configured
+    # The ACL is exactly what the package generates: one generator, no copy of it here.
+    assert (tree / "etc/mosquitto/classroom-edge.acl").read_text() == Topics("edge/v1").broker_acl(
+        [INGEST_IDENTITY]
+    )
+    gid = ids(tree, "mosquitto", "group")
+    assert owner(tree, "/etc/mosquitto/tls/broker.key") == (0, gid, 0o640)
+    assert owner(tree, "/etc/mosquitto/classroom-edge.acl") == (0, gid, 0o640)
+
+
+def test_console_config_and_units(console):
+    tree = console.tree
+    result = chroot(
+        tree, "/opt/appliance/venv/bin/appliance", "--config", "/etc/appliance/appliance.toml", "check-config"
+    )
+    assert result.stdout.strip() == "/etc/appliance/appliance.toml: ok (appliance 'district-console')"
+    uid, gid = ids(tree, "appliance", "passwd"), ids(tree, "appliance", "group")
+    assert owner(tree, "/etc/appliance/tls/ingest.key") == (uid, gid, 0o600)
+    units = (
+        "appliance-console.service",
+        "appliance-ingest.service",
+        "appliance-console-backup.service",
+        "appliance-console-backup.timer",
+    )
+    verify_units(tree, *units)
+    for unit in (
+        "appliance-console.service",
+        "appliance-ingest.service",
+        "mosquitto.service",
+        "nginx.service",
+    ):
+        assert enabled(tree, unit), unit
+    assert enabled(tree, "appliance-console-backup.timer", "timers.target")
+
+
+def test_console_nginx_accepts_its_config(console):
+    tree = console.tree
+    result = chroot(tree, "/usr/sbin/nginx", "-t", check=False)
+    assert result.returncode == 0, result.stderr
+    link = tree / "etc/nginx/sites-enabled/classroom-edge-console"
+    assert os.readlink(link) == "/etc/nginx/sites-available/classroom-edge-console"
+    site = (tree / "etc/nginx/sites-available/classroom-edge-console").read_text()
+    assert "proxy_pass http://127.0.0.1:8080;" in site and "proxy_buffering off;" in site
+    assert not (tree / "etc/nginx/sites-enabled/default").exists()
+    assert owner(tree, "/etc/nginx/tls/console.key")[2] == 0o600
+
+
+def test_console_backup_of_a_live_wal_database(console, tmp_path):
+    """The installed script, run inside the tree, copies a WAL database that has uncheckpointed
+    commits (a file copy of console.db alone would miss them)."""
+    tree = console.tree
+    work = tree / "tmp/backup-test"
+    (work / "out").mkdir(parents=True)
+    db = sqlite3.connect(work / "console.db")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    db.execute("CREATE TABLE devices (id TEXT)")
+    db.executemany("INSERT INTO devices VALUES (?)", [(f"pi-{i}",) for i in range(100)])
+    db.commit()
+    try:
+        assert (work / "console.db-wal").stat().st_size > 0
+        for _ in range(3):
+            result = chroot(
+                tree,
+                "/opt/appliance/libexec/console-backup",
+                "/tmp/backup-test/console.db",
+                "/tmp/backup-test/out",
+                "2",
+            )
+        backups = sorted((work / "out").glob("console-*.db"))
+        assert 1 <= len(backups) <= 2, result.stdout  # same-second runs share a name; never more than KEEP
+        copy = sqlite3.connect(backups[-1])
+        assert copy.execute("SELECT count(*) FROM devices").fetchone() == (100,)
+        copy.close()
+    finally:
+        db.close()
