@@ -168,7 +168,18 @@ def test_nothing_to_do_without_the_file(runner, pi):
 def test_the_documented_example_is_valid():
     import re
 
-    docs = firstboot.Path(__file__).resolve().parents[3] / "docs" / "enrollment.md"
+    docs = firstboot.Path(__file__).resolve().parents[3] / "docs" / "provision.md"
     (example,) = re.findall(r"```toml\n(.*?)```", docs.read_text(), re.S)
     settings = parse(example)
     assert settings.device_id == "lincoln-main" and settings.enrollment_token
+
+
+def test_the_image_example_needs_only_its_secret_before_first_boot():
+    """The image ships no usable secret: its example is complete but for the hotspot passphrase,
+    so a Pi booted without editing it stops and names that key."""
+    example = firstboot.Path(__file__).resolve().parents[3] / "image-build" / "firstboot.toml.example"
+    text = example.read_text()
+    with pytest.raises(ConfigError, match=r"hotspot\.passphrase"):
+        parse(text)
+    settings = parse(text.replace("[hotspot]\n", '[hotspot]\npassphrase = "a-real-passphrase"\n'))
+    assert settings.device_id == "example-site-main" and not settings.enrollment_token
