@@ -1,7 +1,15 @@
 """Typed configuration: one TOML file per appliance (or console), validated once at start.
 
 Every key lives here and nowhere else; `docs/configuration.md` documents each one. Errors name the
-file, the section and the key, so an IT admin can fix the file without reading code.
+file and the full key path (`mqtt.port`, `network.radio.channel`, `filter.lists[2].url`), so an IT
+admin can fix the file without reading code.
+
+A section is a frozen dataclass. Its fields may be str, int, float, bool, Path, a Literal, an
+optional (`X | None`, written `""` or left out), another frozen dataclass (a nested table),
+`tuple[T, ...]` of any of these (an array; of dataclasses: an array of tables `[[...]]`). A field's
+own rule goes in its metadata (`rule(check, each=...)`); rules across the keys of one table go in
+that dataclass's `check()` method, rules across sections in `Config.check()`; both raise
+`RuleError`. `build()` is the generic validator, `dump()`/`dump_toml()` write TOML back.
 
 Only the standard library is used (tomllib), so loading a config has no side effects.
 """
@@ -14,14 +22,17 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 DEFAULT_PATH = Path("/etc/appliance/appliance.toml")
 ENV_VAR = "APPLIANCE_CONFIG"
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # use with fullmatch()
+
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -35,6 +46,21 @@ class ConfigError(Exception):
         if key:
             where += f": {key}"
         super().__init__(f"{where}: {message}")
+
+
+class RuleError(ValueError):
+    """Raised by a `check()` method for a rule across keys.
+
+    `key` is relative to the table whose `check()` raises it (`"key_file"` in `MqttSection`,
+    `"radio.channel"` from a section holding a `radio` table, `""` for the table itself); in
+    `Config.check()` it is the full path (`"mqtt.host"`). The loader turns it into a ConfigError
+    naming the file and the full key path.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -62,15 +88,19 @@ def _nonempty(value: str) -> None:
     _check(bool(value.strip()), "must not be empty")
 
 
-def _rule(check: typing.Callable[[Any], None]) -> dict[str, Any]:
-    return {"check": check}
+def rule(
+    check: Callable[[Any], None] | None = None, *, each: Callable[[Any], None] | None = None
+) -> dict[str, Any]:
+    """Field metadata: `check(value)` validates the whole converted value; `each(item)` every item
+    of a tuple, so its error names `key[i]`. Both raise ValueError with what is expected."""
+    return {"check": check, "each": each}
 
 
 @dataclass(frozen=True)
 class ApplianceSection:
     """Who this machine is and where it keeps its state."""
 
-    id: str = field(metadata=_rule(_id))
+    id: str = field(metadata=rule(_id))
     name: str = ""
     state_dir: Path = Path("/var/lib/appliance")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -80,20 +110,20 @@ class ApplianceSection:
 class PortalSection:
     """The student-facing web portal."""
 
-    listen: str = field(default="0.0.0.0", metadata=_rule(_nonempty))  # noqa: S104 - students reach it
-    port: int = field(default=80, metadata=_rule(_port))
-    workers: int = field(default=2, metadata=_rule(_positive))
-    threads: int = field(default=8, metadata=_rule(_positive))
+    listen: str = field(default="0.0.0.0", metadata=rule(_nonempty))  # noqa: S104 - students reach it
+    port: int = field(default=80, metadata=rule(_port))
+    workers: int = field(default=2, metadata=rule(_positive))
+    threads: int = field(default=8, metadata=rule(_positive))
     content_dir: Path = Path("/var/lib/appliance/content")
-    title: str = field(default="Classroom library", metadata=_rule(_nonempty))
+    title: str = field(default="Classroom library", metadata=rule(_nonempty))
 
 
 @dataclass(frozen=True)
 class MqttSection:
     """How the agent and the console's ingest worker reach the broker."""
 
-    host: str = field(default="localhost", metadata=_rule(_nonempty))
-    port: int = field(default=8883, metadata=_rule(_port))
+    host: str = field(default="localhost", metadata=rule(_nonempty))
+    port: int = field(default=8883, metadata=rule(_port))
     tls: bool = True
     ca_file: Path | None = None
     cert_file: Path | None = None
@@ -101,11 +131,11 @@ class MqttSection:
     username: str = ""
     password_file: Path | None = None
     keepalive: int = field(
-        default=30, metadata=_rule(lambda v: _check(2 <= v <= 600, "must be 2-600 seconds"))
+        default=30, metadata=rule(lambda v: _check(2 <= v <= 600, "must be 2-600 seconds"))
     )
     topic_root: str = field(
         default="edge/v1",
-        metadata=_rule(
+        metadata=rule(
             lambda v: _check(
                 bool(re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", v)),
                 "must be topic levels of letters, digits, '-' and '_' separated by '/'",
@@ -113,32 +143,40 @@ class MqttSection:
         ),
     )
 
+    def check(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise RuleError("key_file", "cert_file and key_file go together")
+        if self.password_file is not None and not self.username:
+            raise RuleError("username", "is required when password_file is set")
+        if not self.tls and (self.ca_file or self.cert_file):
+            raise RuleError("tls", "is false but TLS files are set; set tls = true")
+
 
 @dataclass(frozen=True)
 class AgentSection:
     """Health collection and reporting on the appliance."""
 
     interval: float = field(
-        default=60.0, metadata=_rule(lambda v: _check(0.5 <= v <= 3600, "must be 0.5-3600 seconds"))
+        default=60.0, metadata=rule(lambda v: _check(0.5 <= v <= 3600, "must be 0.5-3600 seconds"))
     )
-    retention_hours: int = field(default=168, metadata=_rule(_positive))
-    backoff_max: float = field(default=120.0, metadata=_rule(_positive))
+    retention_hours: int = field(default=168, metadata=rule(_positive))
+    backoff_max: float = field(default=120.0, metadata=rule(_positive))
 
 
 @dataclass(frozen=True)
 class ConsoleSection:
     """The central console: web UI and ingest."""
 
-    listen: str = field(default="127.0.0.1", metadata=_rule(_nonempty))
-    port: int = field(default=8080, metadata=_rule(_port))
-    workers: int = field(default=2, metadata=_rule(_positive))
-    threads: int = field(default=16, metadata=_rule(_positive))
+    listen: str = field(default="127.0.0.1", metadata=rule(_nonempty))
+    port: int = field(default=8080, metadata=rule(_port))
+    workers: int = field(default=2, metadata=rule(_positive))
+    threads: int = field(default=16, metadata=rule(_positive))
     secret_key_file: Path | None = None
-    offline_after: float = field(default=180.0, metadata=_rule(_positive))
-    history_days: int = field(default=30, metadata=_rule(_positive))
+    offline_after: float = field(default=180.0, metadata=rule(_positive))
+    history_days: int = field(default=30, metadata=rule(_positive))
     cookie_secure: bool = True
     proxy_hops: int = field(
-        default=0, metadata=_rule(lambda v: _check(0 <= v <= 5, "must be 0-5"))
+        default=0, metadata=rule(lambda v: _check(0 <= v <= 5, "must be 0-5"))
     )
 
 
@@ -161,13 +199,19 @@ class Config:
     def console_database_path(self) -> Path:
         return self.appliance.state_dir / "console.db"
 
+    def check(self) -> None:
+        """Rules across sections, run after every section (and its own `check()`) passed.
 
+        Raise `RuleError` with the full key path (`RuleError("mqtt.host", "...")`). A rule that
+        only reads one section belongs in that section's `check()` instead. None yet.
+        """
+
+
+# Every field of Config but `source` is a section; the dataclass is the one list of them.
 SECTIONS: dict[str, type] = {
-    "appliance": ApplianceSection,
-    "portal": PortalSection,
-    "mqtt": MqttSection,
-    "agent": AgentSection,
-    "console": ConsoleSection,
+    f.name: typing.get_type_hints(Config)[f.name]
+    for f in dataclasses.fields(Config)
+    if f.name != "source"
 }
 
 
@@ -208,54 +252,117 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
         )
     if "appliance" not in data:
         raise ConfigError(source, "appliance", "section is required (it holds at least 'id')")
-    sections: dict[str, Any] = {}
-    for name, cls in SECTIONS.items():
-        value = data.get(name, {})
-        if not isinstance(value, dict):
-            raise ConfigError(source, name, "must be a table ([section])")
-        sections[name] = _build_section(cls, name, value, source)
+    sections: dict[str, Any] = {
+        name: build(cls, data.get(name, {}), name, source) for name, cls in SECTIONS.items()
+    }
     config = Config(**sections, source=source)
-    _check_cross_rules(config, source)
+    _apply_rules(config, "", source)
     return config
 
 
-def _build_section(cls: type, section: str, values: dict[str, Any], source: Path | None) -> Any:
+def build(cls: type[T], values: Any, key: str, source: Path | None = None) -> T:
+    """Validate the TOML table `values` into the frozen dataclass `cls`.
+
+    `key` is the table's path in the file (`"mqtt"`, `"network.radio"`, `"filter.lists[2]"`); each
+    error is a ConfigError naming `source` and the full path of the key at fault, with the value
+    found. Checks run innermost first: each value's type, its field rules, nested tables (with
+    their `check()`), then `cls.check()` if it has one. Used for every section; tests use it to
+    validate dataclasses of their own.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(source, key, f"must be a table ({_table_name(key)}) (got {values!r})")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields), key=str)
     if unknown:
         raise ConfigError(
             source,
-            f"{section}.{unknown[0]}",
-            f"unknown key; [{section}] accepts {', '.join(fields)}",
+            _join(key, str(unknown[0])),
+            f"unknown key; {_table_name(key)} accepts {', '.join(fields)}",
         )
     kwargs: dict[str, Any] = {}
     for name, f in fields.items():
-        key = f"{section}.{name}"
+        field_key = _join(key, name)
         if name not in values:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(source, key, "is required")
+                raise ConfigError(source, field_key, "is required")
             continue
-        try:
-            value = _coerce(values[name], hints[name])
-            check = f.metadata.get("check")
-            if check is not None:
-                check(value)
-        except ValueError as exc:
-            raise ConfigError(source, key, f"{exc} (got {values[name]!r})") from None
+        raw = values[name]
+        value = _convert(raw, hints[name], field_key, source)
+        each = f.metadata.get("each")
+        if each is not None and isinstance(value, tuple):
+            for i, item in enumerate(value):
+                _field_rule(each, item, raw[i], f"{field_key}[{i}]", source)
+        check = f.metadata.get("check")
+        if check is not None:
+            _field_rule(check, value, raw, field_key, source)
         kwargs[name] = value
-    return cls(**kwargs)
+    result = cls(**kwargs)
+    _apply_rules(result, key, source)
+    return result
 
 
-def _coerce(value: Any, hint: Any) -> Any:
-    """Turn a TOML value into the annotated type, or raise ValueError saying what was expected."""
+def _field_rule(
+    validate: Callable[[Any], None], value: Any, raw: Any, key: str, source: Path | None
+) -> None:
+    try:
+        validate(value)
+    except ValueError as exc:
+        raise ConfigError(source, key, f"{exc} (got {raw!r})") from None
+
+
+def _apply_rules(table: object, key: str, source: Path | None) -> None:
+    check = getattr(table, "check", None)
+    if check is None:
+        return
+    try:
+        check()
+    except RuleError as exc:
+        raise ConfigError(source, _join(key, exc.key), exc.message) from None
+
+
+def _join(key: str, name: str) -> str:
+    if not key or not name:
+        return key or name
+    return key + name if name.startswith("[") else f"{key}.{name}"
+
+
+def _table_name(key: str) -> str:
+    """How the file spells the table at `key`: `[network.radio]`, `[[filter.lists]]`."""
+    bare = re.sub(r"\[\d+\]", "", key)
+    return f"[[{bare}]]" if key.endswith("]") else f"[{bare}]"
+
+
+def _convert(value: Any, hint: Any, key: str, source: Path | None) -> Any:
+    """Turn a TOML value into the annotated type, or raise ConfigError naming `key`."""
     origin = get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        options = [a for a in get_args(hint) if a is not type(None)]
-        if value == "" and type(None) in get_args(hint):
+        args = get_args(hint)
+        options = [a for a in args if a is not type(None)]
+        if len(options) != 1:
+            raise TypeError(f"unsupported config type {hint!r}: only X | None unions")
+        # "" is "not set"; so an optional str cannot hold "" (declare it str with default "").
+        if value == "" and type(None) in args:
             return None
-        return _coerce(value, options[0])
-    if origin is Literal:
+        return _convert(value, options[0], key, source)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return build(hint, value, key, source)
+    if origin is tuple:
+        args = get_args(hint)
+        if len(args) != 2 or args[1] is not Ellipsis:
+            raise TypeError(f"unsupported config type {hint!r}: only tuple[T, ...]")
+        if not isinstance(value, list | tuple):
+            raise ConfigError(source, key, f"must be an array [...] (got {value!r})")
+        return tuple(_convert(item, args[0], f"{key}[{i}]", source) for i, item in enumerate(value))
+    try:
+        return _scalar(value, hint)
+    except ValueError as exc:
+        raise ConfigError(source, key, f"{exc} (got {value!r})") from None
+
+
+def _scalar(value: Any, hint: Any) -> Any:
+    """Check a TOML value against a scalar type, or raise ValueError saying what was expected."""
+    if get_origin(hint) is Literal:
         choices = get_args(hint)
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(map(repr, choices))}")
@@ -283,11 +390,127 @@ def _coerce(value: Any, hint: Any) -> Any:
     raise TypeError(f"unsupported config type {hint!r}")  # a bug in this module, not in the file
 
 
-def _check_cross_rules(config: Config, source: Path | None) -> None:
-    mqtt = config.mqtt
-    if (mqtt.cert_file is None) != (mqtt.key_file is None):
-        raise ConfigError(source, "mqtt.key_file", "cert_file and key_file go together")
-    if mqtt.password_file is not None and not mqtt.username:
-        raise ConfigError(source, "mqtt.username", "is required when password_file is set")
-    if not mqtt.tls and (mqtt.ca_file or mqtt.cert_file):
-        raise ConfigError(source, "mqtt.tls", "is false but TLS files are set; set tls = true")
+# --- writing TOML --------------------------------------------------------------------------------
+
+
+def dump(cfg: Config) -> str:
+    """The configuration as TOML text: every section and every key, so `load()` of it gives
+    back an equal Config. Paths are written as strings; an unset optional key is left out when
+    that is its default, else written `""` (TOML has no null)."""
+    return dump_toml({name: to_table(getattr(cfg, name)) for name in SECTIONS})
+
+
+def to_table(table: object) -> dict[str, Any]:
+    """A section (or any dataclass `build()` reads) as the plain mapping `dump_toml()` writes."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(table):  # type: ignore[arg-type]
+        value = getattr(table, f.name)
+        if value is None:
+            if f.default is not None:
+                out[f.name] = ""  # how the file says "not set" when the default is something else
+            continue
+        out[f.name] = _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_table(value)
+    if isinstance(value, tuple):
+        return ["" if item is None else _plain(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def dump_toml(mapping: Mapping[str, Any]) -> str:
+    """TOML text for `mapping` that `tomllib.loads()` reads back equal.
+
+    Values may be str, bool, int, float, Path (written as a string), list or tuple (an array),
+    and mappings (a `[table]`); a non-empty list of mappings becomes an array of tables
+    `[[name]]`, mappings elsewhere inside arrays inline tables. Keys whose value is None are left
+    out, since TOML has no null (None inside an array raises ValueError); other types raise
+    TypeError. Strings are escaped as TOML basic strings; a lone surrogate raises ValueError.
+    """
+    lines: list[str] = []
+    _emit_table(lines, [], mapping)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _emit_table(
+    lines: list[str], path: list[str], table: Mapping[str, Any], header: str | None = None
+) -> None:
+    plain, tables, arrays = [], [], []
+    for name, value in table.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            tables.append((name, value))
+        elif _is_array_of_tables(value):
+            arrays.append((name, value))
+        else:
+            plain.append((name, value))
+    if header is not None:
+        lines += ["", header]
+    lines += [f"{_toml_key(name)} = {_toml_value(value)}" for name, value in plain]
+    # Sub-tables after every plain key: a key written after a header would belong to that table.
+    for name, sub in tables:
+        inner = [*path, _toml_key(name)]
+        _emit_table(lines, inner, sub, f"[{'.'.join(inner)}]")
+    for name, items in arrays:
+        inner = [*path, _toml_key(name)]
+        for item in items:
+            _emit_table(lines, inner, item, f"[[{'.'.join(inner)}]]")
+
+
+def _is_array_of_tables(value: Any) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and bool(value)
+        and all(isinstance(item, Mapping) for item in value)
+    )
+
+
+def _toml_key(name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"TOML keys are strings, not {name!r}")
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else _toml_string(name)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)  # 'inf', '-inf', 'nan' and '1e+16' are TOML floats as well
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, os.PathLike):
+        return _toml_string(os.fspath(value))
+    if isinstance(value, list | tuple):
+        if any(item is None for item in value):
+            raise ValueError(f"TOML has no null: cannot write None in an array ({value!r})")
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        items = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None]
+        return "{ " + ", ".join(items) + " }" if items else "{}"
+    raise TypeError(f"cannot write {type(value).__name__} value {value!r} as TOML")
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: quote, backslash and control characters escaped, the rest as is."""
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char < " " or char == "\x7f":
+            out.append(f"\\u{ord(char):04x}")
+        elif "\ud800" <= char <= "\udfff":
+            raise ValueError(f"cannot write a lone surrogate ({char!r}) as TOML (it is not Unicode text)")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'

@@ -2,11 +2,13 @@
 
 Each capability owns its schema as a list of `Migration`s under its own component name, so a new
 capability adds tables without touching anyone else's. `_migrations` records what ran; `migrate()`
-applies the missing ones in order, each in its own transaction.
+applies the missing ones in order, each in its own transaction; `pending()` says which those are
+without writing anything. `transaction()` nests (savepoints inside an open transaction).
 """
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -55,46 +57,67 @@ def open_db(path: Path | str, *, readonly: bool = False) -> sqlite_utils.Databas
 
 @contextmanager
 def transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception.
+    """Run the block atomically: all of it is kept, or none of it on any exception.
 
-    IMMEDIATE takes the write lock up front, so two writers wait (busy timeout) instead of
-    failing half-way when one upgrades a read to a write.
+    The outermost `transaction()` on a connection is BEGIN IMMEDIATE ... COMMIT. IMMEDIATE
+    takes the write lock up front, so two writers wait (busy timeout) instead of failing
+    half-way when one upgrades a read to a write.
+
+    Inside an open transaction (an outer `transaction()`, `db.atomic()` or a migration) it is a
+    SAVEPOINT instead: on an exception only the inner block is undone (ROLLBACK TO) and the
+    exception propagates; if the caller catches it, the outer transaction goes on and commits
+    the rest. So a helper can use `transaction()` whether or not its caller already has one,
+    e.g. inside a migration function.
     """
     conn = db.conn
+    if conn.in_transaction:
+        name = f"appliance_{next(_savepoints)}"
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield conn
+        except BaseException:
+            # An error such as SQLITE_FULL can end the whole transaction, savepoints included;
+            # cleaning up then would hide the real error behind "no such savepoint".
+            if conn.in_transaction:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+            raise
+        conn.execute(f"RELEASE {name}")
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+# Savepoint names only need to differ from the enclosing ones; a process-wide counter does that.
+_savepoints = itertools.count(1)
 
 
 def migrate(db: sqlite_utils.Database, component: str, migrations: Sequence[Migration]) -> list[int]:
-    """Apply the migrations of `component` not yet recorded; return the versions applied."""
-    versions = [m.version for m in migrations]
-    if versions != sorted(set(versions)) or (versions and versions[0] < 1):
-        raise MigrationError(f"{component}: migration versions must be unique, ascending, >= 1")
+    """Apply the migrations of `component` not yet recorded; return the versions applied.
+
+    Each runs in its own transaction, together with its `_migrations` row. A function migration
+    may use `transaction()` itself (it nests as a savepoint). Raises MigrationError when the
+    list is malformed or the database is newer than the list.
+    """
+    _validate(component, migrations)
     db.execute(
         "CREATE TABLE IF NOT EXISTS _migrations ("
         " component TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL,"
         " applied_at REAL NOT NULL, PRIMARY KEY (component, version))"
     )
-    done = {
-        row[0]
-        for row in db.execute(
-            "SELECT version FROM _migrations WHERE component = ?", [component]
-        ).fetchall()
-    }
-    if done and max(done) > (versions[-1] if versions else 0):
-        raise MigrationError(
-            f"{component}: database schema is at version {max(done)}, newer than this "
-            f"software knows ({versions[-1] if versions else 0}); upgrade the software"
-        )
     applied = []
-    for m in migrations:
-        if m.version in done:
-            continue
+    for m in pending(db, component, migrations):
         with transaction(db) as conn:
             if isinstance(m.apply, str):
                 for statement in _split_sql(m.apply):
@@ -107,6 +130,43 @@ def migrate(db: sqlite_utils.Database, component: str, migrations: Sequence[Migr
             )
         applied.append(m.version)
     return applied
+
+
+def pending(
+    db: sqlite_utils.Database, component: str, migrations: Sequence[Migration]
+) -> list[Migration]:
+    """The migrations of `component` that `migrate()` would apply now, in order.
+
+    Writes nothing, not even the `_migrations` table (a database without it has every
+    migration pending), so it works on a read-only connection (`open_db(path, readonly=True)`)
+    and leaves the file unchanged: use it to report or check a schema without upgrading it.
+    Raises MigrationError in the same cases as `migrate()`.
+    """
+    _validate(component, migrations)
+    exists = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_migrations'"
+    ).fetchone()
+    done: set[int] = set()
+    if exists:
+        done = {
+            row[0]
+            for row in db.execute(
+                "SELECT version FROM _migrations WHERE component = ?", [component]
+            ).fetchall()
+        }
+    known = migrations[-1].version if migrations else 0
+    if done and max(done) > known:
+        raise MigrationError(
+            f"{component}: database schema is at version {max(done)}, newer than this "
+            f"software knows ({known}); upgrade the software"
+        )
+    return [m for m in migrations if m.version not in done]
+
+
+def _validate(component: str, migrations: Sequence[Migration]) -> None:
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)) or (versions and versions[0] < 1):
+        raise MigrationError(f"{component}: migration versions must be unique, ascending, >= 1")
 
 
 def _split_sql(script: str) -> list[str]:

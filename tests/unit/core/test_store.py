@@ -1,6 +1,9 @@
+import contextlib
+import sqlite3
+
 import pytest
 
-from appliance.store import Migration, MigrationError, migrate, open_db
+from appliance.store import Migration, MigrationError, migrate, open_db, pending, transaction
 
 
 def test_open_db_uses_wal(tmp_path):
@@ -47,3 +50,124 @@ def test_unordered_migrations_are_a_bug(tmp_path):
     db = open_db(tmp_path / "x.db")
     with pytest.raises(MigrationError):
         migrate(db, "demo", [Migration(2, "b", ""), Migration(1, "a", "")])
+
+
+def test_inner_transaction_failure_undoes_only_the_inner_part(tmp_path):
+    db = open_db(tmp_path / "x.db")
+    db.execute("CREATE TABLE t (a TEXT)")
+    with transaction(db) as conn:
+        conn.execute("INSERT INTO t VALUES ('outer-before')")
+        with pytest.raises(ZeroDivisionError), transaction(db) as inner:
+            inner.execute("INSERT INTO t VALUES ('inner')")
+            1 / 0  # noqa: B018 - the failure under test
+        with transaction(db) as inner:
+            inner.execute("INSERT INTO t VALUES ('inner-ok')")
+        conn.execute("INSERT INTO t VALUES ('outer-after')")
+    assert not db.conn.in_transaction
+    assert [r[0] for r in db.execute("SELECT a FROM t ORDER BY rowid")] == [
+        "outer-before", "inner-ok", "outer-after"]
+
+
+def test_uncaught_inner_failure_rolls_back_the_outer_transaction(tmp_path):
+    db = open_db(tmp_path / "x.db")
+    db.execute("CREATE TABLE t (a TEXT)")
+    with pytest.raises(KeyError), transaction(db) as conn:
+        conn.execute("INSERT INTO t VALUES ('outer')")
+        with transaction(db) as inner:
+            inner.execute("INSERT INTO t VALUES ('inner')")
+            raise KeyError("boom")
+    assert not db.conn.in_transaction
+    assert db.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+
+
+def test_outermost_transaction_takes_the_write_lock_at_once(tmp_path):
+    db = open_db(tmp_path / "x.db")
+    other = open_db(tmp_path / "x.db")
+    other.execute("PRAGMA busy_timeout = 0")
+    with transaction(db), transaction(db), pytest.raises(sqlite3.OperationalError, match="locked"):
+        other.execute("BEGIN IMMEDIATE")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("ROLLBACK")
+
+
+def test_migration_function_may_use_a_helper_with_its_own_transaction(tmp_path):
+    db = open_db(tmp_path / "x.db")
+
+    def add_row(value: str) -> None:
+        with transaction(db) as conn:
+            conn.execute("INSERT INTO t VALUES (?)", [value])
+
+    def seed(db_: object) -> None:
+        add_row("seed")
+        with contextlib.suppress(sqlite3.IntegrityError):
+            add_row("seed")  # the UNIQUE failure undoes only this helper's savepoint
+
+    steps = [Migration(1, "t", "CREATE TABLE t (a TEXT UNIQUE);"), Migration(2, "seed", seed)]
+    assert migrate(db, "demo", steps) == [1, 2]
+    assert [r[0] for r in db.execute("SELECT a FROM t")] == ["seed"]
+
+
+def test_failed_function_migration_leaves_no_trace(tmp_path):
+    db = open_db(tmp_path / "x.db")
+
+    def half(db_: object) -> None:
+        with transaction(db) as conn:
+            conn.execute("CREATE TABLE t (a)")
+        raise RuntimeError("second step failed")
+
+    with pytest.raises(RuntimeError):
+        migrate(db, "demo", [Migration(1, "half", half)])
+    assert "t" not in db.table_names()
+    assert pending(db, "demo", [Migration(1, "half", half)])[0].version == 1
+
+
+STEPS = [
+    Migration(1, "a", "CREATE TABLE a (x);"),
+    Migration(2, "b", "CREATE TABLE b (x);"),
+    Migration(3, "c", "CREATE TABLE c (x);"),
+]
+
+
+def test_pending_lists_what_migrate_would_run(tmp_path):
+    db = open_db(tmp_path / "x.db")
+    assert pending(db, "demo", STEPS) == STEPS
+    migrate(db, "demo", STEPS[:2])
+    assert pending(db, "demo", STEPS) == [STEPS[2]]
+    assert pending(db, "other", STEPS) == STEPS
+    assert migrate(db, "demo", STEPS) == [3]
+    assert pending(db, "demo", STEPS) == []
+
+
+def test_pending_on_a_database_without_migrations_table_creates_nothing(tmp_path):
+    db = open_db(tmp_path / "x.db")
+    assert pending(db, "demo", STEPS) == STEPS
+    assert db.table_names() == []
+
+
+def test_pending_reads_only_and_leaves_the_file_byte_identical(tmp_path):
+    path = tmp_path / "x.db"
+    db = open_db(path)
+    migrate(db, "demo", STEPS[:1])
+    db.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["x.db"]  # the last close checkpointed the WAL
+    before = path.read_bytes()
+
+    for readonly in (True, False):
+        conn = open_db(path, readonly=readonly)
+        assert pending(conn, "demo", STEPS) == STEPS[1:]
+        assert pending(conn, "new-component", STEPS) == STEPS
+        conn.close()
+        # SQLite may leave its -wal/-shm side files after a read-only open; the database is untouched.
+        assert path.read_bytes() == before
+
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        open_db(path, readonly=True).execute("CREATE TABLE nope (x)")
+
+
+def test_pending_refuses_a_newer_database_like_migrate(tmp_path):
+    db = open_db(tmp_path / "x.db")
+    migrate(db, "demo", STEPS)
+    with pytest.raises(MigrationError, match="newer than this software"):
+        pending(db, "demo", STEPS[:1])
+    with pytest.raises(MigrationError, match="unique, ascending"):
+        pending(db, "demo", [STEPS[1], STEPS[0]])
