@@ -21,6 +21,7 @@ from appliance.config import Config, ConfigError
 from appliance.console import cli as console_cli
 from appliance.fleet import cli as fleet_cli
 from appliance.lab import cli as lab_cli
+from appliance.network import cli as network_cli
 from appliance.portal import cli as portal_cli
 
 # Every capability's commands, in the order `appliance --help` lists them; a new capability adds
@@ -29,6 +30,7 @@ GROUPS: tuple[tuple[click.Command, ...], ...] = (
     portal_cli.COMMANDS,
     fleet_cli.COMMANDS,
     console_cli.COMMANDS,
+    network_cli.COMMANDS,
     lab_cli.COMMANDS,
 )
 
