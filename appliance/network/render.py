@@ -154,6 +154,10 @@ def dnsmasq_conf(cfg: Config, directory: Path) -> str:
         f"dhcp-option=option:dns-server,{iface4.ip}",
         "log-facility=-",
     ]
+    if net.services == "direct":
+        # The lab's and tests' folders are private to root; dnsmasq, dropping to nobody, could
+        # not re-read the answers there. Under systemd the unit's user gets read access instead.
+        lines.append("user=root")
     if net.tls_cert is not None:
         # RFC 8910: the captive-portal API URI. Quoted, or dnsmasq reads "xx:yy" as hex bytes.
         lines.append(f'dhcp-option=114,"{api_url(net)}"')
