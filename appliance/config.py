@@ -17,6 +17,7 @@ Only the standard library is used (tomllib), so loading a config has no side eff
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -26,6 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from appliance import regdomain
 
 DEFAULT_PATH = Path("/etc/appliance/appliance.toml")
 ENV_VAR = "APPLIANCE_CONFIG"
@@ -184,6 +187,184 @@ class ConsoleSection:
     )
 
 
+def _mac(value: str) -> None:
+    _check(bool(MAC_PATTERN.fullmatch(value)), "must be a MAC address like 02:00:5e:10:00:01")
+
+
+def _hostname(value: str) -> None:
+    _check(
+        bool(HOSTNAME_PATTERN.fullmatch(value)) and len(value) <= 253,
+        "must be a DNS name of letters, digits, '-' and '.' (like portal.school.example)",
+    )
+
+
+def _ifname(value: str) -> None:
+    _check(bool(re.fullmatch(r"[A-Za-z0-9_.@-]{1,15}", value)),
+           "must be a network interface name (1-15 letters, digits, '_', '.', '-')")
+
+
+def _interface4(value: str) -> None:
+    try:
+        iface = ipaddress.IPv4Interface(value)
+    except ValueError:
+        raise ValueError("must be the Pi's IPv4 address with its prefix, like 10.42.0.1/24") from None
+    _check(iface.network.prefixlen <= 30, "needs a subnet of at least 4 addresses (/30 or larger)")
+    _check(iface.ip != iface.network.network_address and iface.ip != iface.network.broadcast_address,
+           "must be a host address of its subnet, not the network or broadcast address")
+
+
+def _interface6(value: str) -> None:
+    if value == "":
+        return
+    try:
+        iface = ipaddress.IPv6Interface(value)
+    except ValueError:
+        raise ValueError("must be the Pi's IPv6 address with a /64 prefix, like fd42:ce::1/64, "
+                         "or \"\" for no IPv6") from None
+    _check(iface.network.prefixlen == 64, "must have a /64 prefix (SLAAC needs one)")
+
+
+def _ipv4(value: str) -> None:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError("must be an IPv4 address") from None
+
+
+def _captured(value: str) -> None:
+    try:
+        addr = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError("must be an IPv4 address") from None
+    # Android counts a probe host resolving to RFC 1918, loopback or link-local space as "no
+    # internet" rather than "portal"; documentation and public space do not trip it.
+    bad = [n for n in NON_CAPTURABLE if addr in n]
+    _check(not bad and not addr.is_multicast and not addr.is_unspecified,
+           "must not be a private (RFC 1918), loopback, link-local, shared or multicast address; "
+           "the default 198.51.100.1 is a documentation address phones treat as public")
+
+
+def _caller(value: str) -> None:
+    _check(bool(CALLER_PATTERN.fullmatch(value)),
+           "must be a user name or uid, optionally with ':<unit>.service' (e.g. "
+           "'appliance:appliance-portal.service')")
+
+
+CALLER_PATTERN = re.compile(r"([a-z_][a-z0-9_-]*|[0-9]+)(:[A-Za-z0-9@_.-]+\.service)?")
+MAC_PATTERN = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+HOSTNAME_PATTERN = re.compile(rf"{_LABEL}(\.{_LABEL})+")
+NON_CAPTURABLE = tuple(ipaddress.IPv4Network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.168.0.0/16", "255.255.255.255/32"))
+
+
+@dataclass(frozen=True)
+class RadioSection:
+    """The Pi's own Wi-Fi access point (hostapd), used when `[network] access_point = "onboard"`.
+
+    `passphrase_file` is needed unless `security = "open"`; it is read (and its length checked)
+    by `appliance network check|apply`, not when the configuration loads."""
+
+    ssid: str = field(
+        default="Classroom",
+        metadata=rule(lambda v: _check(1 <= len(v.encode()) <= 32 and "\n" not in v,
+                                       "must be 1-32 bytes on one line")),
+    )
+    security: Literal["wpa2", "wpa3", "wpa2-wpa3", "open"] = "wpa2"
+    passphrase_file: Path | None = None
+    country: str = field(
+        default="US",
+        metadata=rule(lambda v: _check(
+            v in regdomain.COUNTRIES,
+            "must be an ISO 3166-1 alpha-2 country code in capitals, like US or DE")),
+    )
+    band: Literal["2.4", "5"] = "2.4"
+    channel: int = 6
+    dfs: bool = False
+    max_num_sta: int = field(
+        default=40, metadata=rule(lambda v: _check(1 <= v <= 2007, "must be 1-2007"))
+    )
+
+    def check(self) -> None:
+        problem = regdomain.channel_problem(self.country, self.band, self.channel,
+                                            allow_dfs=self.dfs)
+        if problem:
+            raise RuleError("channel", problem)
+
+
+@dataclass(frozen=True)
+class HelperSection:
+    """The privileged network helper: its socket and who may call each verb."""
+
+    socket: Path = Path("/run/appliance-network/helper.sock")
+    session_accept: tuple[str, ...] = field(
+        default=("appliance:appliance-portal.service",), metadata=rule(each=_caller))
+    session_revoke: tuple[str, ...] = field(default=("root",), metadata=rule(each=_caller))
+    session_list: tuple[str, ...] = field(
+        default=("root", "appliance:appliance-agent.service"), metadata=rule(each=_caller))
+    session_status: tuple[str, ...] = field(
+        default=("appliance:appliance-portal.service", "appliance:appliance-captive.service"),
+        metadata=rule(each=_caller))
+    stations: tuple[str, ...] = field(
+        default=("root", "appliance:appliance-agent.service"), metadata=rule(each=_caller))
+    dns_reload: tuple[str, ...] = field(default=("root",), metadata=rule(each=_caller))
+
+
+@dataclass(frozen=True)
+class NetworkSection:
+    """The classroom network: hotspot or segment, DHCP/RA, firewall, captive portal, sessions."""
+
+    access_point: Literal["onboard", "external"] = "onboard"
+    radio: RadioSection = field(default_factory=RadioSection)
+    interface: str = field(default="wlan0", metadata=rule(_ifname))
+    ipv4: str = field(default="10.42.0.1/24", metadata=rule(_interface4))
+    dhcp_first: str = field(default="10.42.0.20", metadata=rule(_ipv4))
+    dhcp_last: str = field(default="10.42.0.250", metadata=rule(_ipv4))
+    lease_minutes: int = field(
+        default=720, metadata=rule(lambda v: _check(2 <= v <= 10080, "must be 2-10080 minutes")))
+    ipv6: str = field(default="fd42:ce::1/64", metadata=rule(_interface6))
+    uplink: str = field(default="eth0", metadata=rule(_ifname))
+    portal_name: str = field(default="classroom.internal", metadata=rule(_hostname))
+    portal_mode: Literal["open", "terms"] = "terms"
+    terms_file: Path | None = None
+    session_hours: float = field(
+        default=10.0, metadata=rule(lambda v: _check(0.01 <= v <= 168, "must be 0.01-168 hours")))
+    trusted_macs: tuple[str, ...] = field(default=(), metadata=rule(each=_mac))
+    walled_garden: tuple[str, ...] = field(default=(), metadata=rule(each=_hostname))
+    captured_address: str = field(default="198.51.100.1", metadata=rule(_captured))
+    captive_port: int = field(
+        default=8081, metadata=rule(lambda v: _check(1025 <= v <= 65535, "must be 1025-65535")))
+    tls_cert: Path | None = None
+    render_dir: Path | None = None
+    services: Literal["systemd", "direct"] = "systemd"
+    helper: HelperSection = field(default_factory=HelperSection)
+
+    def check(self) -> None:
+        net4 = ipaddress.IPv4Interface(self.ipv4).network
+        pi4 = ipaddress.IPv4Interface(self.ipv4).ip
+        first, last = ipaddress.IPv4Address(self.dhcp_first), ipaddress.IPv4Address(self.dhcp_last)
+        for key, addr in (("dhcp_first", first), ("dhcp_last", last)):
+            if addr not in net4 or addr in (net4.network_address, net4.broadcast_address):
+                raise RuleError(key, f"{addr} is not a host address of ipv4 {net4}")
+        if first > last:
+            raise RuleError("dhcp_last", f"must not come before dhcp_first ({first})")
+        if first <= pi4 <= last:
+            raise RuleError("dhcp_first", f"the range {first}-{last} holds the Pi's own address {pi4}")
+        captured = ipaddress.IPv4Address(self.captured_address)
+        if captured in net4:
+            raise RuleError("captured_address", f"must lie outside the classroom subnet {net4}")
+        if self.interface == self.uplink:
+            raise RuleError("uplink", "must differ from interface (the classroom side)")
+        for i, mac in enumerate(self.trusted_macs):
+            if mac in self.trusted_macs[:i]:
+                raise RuleError(f"trusted_macs[{i}]", f"{mac} is listed twice")
+
+    @property
+    def session_seconds(self) -> int:
+        return max(1, round(self.session_hours * 3600))
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole validated configuration. Build it with `load()` or `from_dict()`."""
@@ -193,6 +374,7 @@ class Config:
     mqtt: MqttSection = field(default_factory=MqttSection)
     agent: AgentSection = field(default_factory=AgentSection)
     console: ConsoleSection = field(default_factory=ConsoleSection)
+    network: NetworkSection = field(default_factory=NetworkSection)
     source: Path | None = field(default=None, compare=False)
 
     @property

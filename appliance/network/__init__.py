@@ -1,9 +1,13 @@
 """The classroom network: hotspot (hostapd), DHCP and router advertisements (dnsmasq), the
 nftables ruleset, captive-portal sessions and the privileged helper that edits them.
 
-Offers others (see OFFERS): `probes` (the OS captive-portal probes and their online answers).
-More arrive with the network issue: the lease and neighbour reader and the local answers table.
+Offers others (see OFFERS): `probes` (the OS captive-portal probes and their online answers),
+`leases` (`lookup(ip) -> mac | None`, `devices()`: who is on the classroom, from dnsmasq's leases
+and the neighbour table) and `answers` (the local answers table every classroom DNS must honour).
+Everything else is private: the renderers (`render`), check/apply (`apply`), the helper
+(`helperd`, `verbs`, `client`, `nft`, `sessions`), the captive responder (`captive`) and the
+portal's `/captive/` pages (`portal_views`). See docs/network.md.
 """
 
 # The modules other capabilities may import; everything else here is private (a test checks).
-OFFERS = ("probes",)
+OFFERS = ("probes", "leases", "answers")

@@ -14,11 +14,12 @@ from flask import Flask
 from appliance import paths
 from appliance.config import Config
 from appliance.i18n import install_i18n
+from appliance.network import portal_views as network_views
 from appliance.portal import landing
 from appliance.websecurity import install_security
 
 # Each capability of the portal is a blueprint; a new one is added to this list.
-BLUEPRINTS = (landing.bp,)
+BLUEPRINTS = (landing.bp, network_views.bp)
 # Languages the portal offers (each but English has a catalog in web/translations; docs/i18n.md).
 LANGUAGES = ("en", "ru", "udm")
 
@@ -33,7 +34,7 @@ def create_app(config: Config, test_config: dict[str, Any] | None = None) -> Fla
     app.config.update(APPLIANCE_CONFIG=config)
     if test_config:
         app.config.update(test_config)
-    # No sessions and no forms for students yet, so no cookie and nothing to forge.
+    # No sessions and no cookie; the one form (/captive/accept) checks its origin itself.
     install_security(app, csrf=False)
     # The language is a cookie set by the switch's links: still no session, nothing to forge.
     install_i18n(app, LANGUAGES)

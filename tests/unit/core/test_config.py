@@ -267,7 +267,10 @@ def test_unsupported_field_types_are_a_bug_in_config_py():
 
 # --- dump: every key of every section, non-default, read back equal ------------------------------
 
-STRINGS = ['quote " back \\ tab\t new\nline é ☃ 😀 \x7f', "edge/v2", "node-7", "x", "02:00:00:00:00:0a"]
+STRINGS = ['quote " back \\ tab\t new\nline é ☃ 😀 \x7f', "edge/v2", "node-7", "x", "02:00:00:00:00:0a",
+           # valid values of the [network] keys (MACs, names, addresses, a country), in pairs
+           "02:00:00:00:00:0b", "school.example", "www.school.example", "10.9.0.1/24",
+           "10.9.0.10", "10.9.0.20", "fd00:1::1/64", "203.0.113.9", "DE"]
 
 
 def _candidates(hint, default):
@@ -286,7 +289,7 @@ def _candidates(hint, default):
         return [not default]
     if hint is int:
         base = default if isinstance(default, int) else 5
-        return [base + 1, base - 1, 3, 42, 65000]
+        return [base + 1, base - 1, 3, 42, 36, 65000]  # 36: a 5 GHz channel
     if hint is float:
         base = default if isinstance(default, float) else 1.0
         return [base * 2 + 0.5, base / 2, 1.5]

@@ -81,7 +81,7 @@ def test_every_key_is_documented_in_its_section(heading, cls):
     text = (DOCS / "configuration.md").read_text()
     assert f"## `{heading}`" in text
     part = text.split(f"## `{heading}`", 1)[1].split("\n## ", 1)[0]
-    documented = set(re.findall(r"^\| `([a-z_]+)` \|", part, re.M))
+    documented = set(re.findall(r"^\| `([a-z_][a-z0-9_]*)` \|", part, re.M))
     keys = {f.name for f in dataclasses.fields(cls)}
     assert keys == documented
 

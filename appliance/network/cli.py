@@ -1,0 +1,129 @@
+"""`appliance network ...`: render, check and apply the classroom network; sessions; the helper
+and the captive responder services."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance.command import Output, json_option, pass_config, stop_on_signal
+from appliance.config import Config
+
+
+@click.group("network")
+def network() -> None:
+    """The classroom network: hotspot, DHCP/RA, firewall, captive portal and sessions."""
+
+
+@network.command("render")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the files here instead of [network] render_dir.")
+@json_option
+@pass_config
+def render_cmd(cfg: Config, out: Output, directory: Path | None) -> None:
+    """Write hostapd.conf, dnsmasq.conf, the nftables ruleset and the local answers (nothing is
+    loaded or restarted)."""
+    from appliance.network import apply, render
+    from appliance.network.helperd import write_atomic
+
+    files = render.render_all(cfg, apply.read_passphrase(cfg), online=True)
+    target = directory or render.render_dir(cfg)
+    for f in files:
+        write_atomic(target / f.name, f.text, f.mode)
+    out.emit({"dir": str(target), "files": [f.name for f in files]},
+             lambda d: "\n".join(f"{d['dir']}/{name}" for name in d["files"]))
+
+
+@network.command("check")
+@json_option
+@pass_config
+def check_cmd(cfg: Config, out: Output) -> None:
+    """Check everything apply would use: secrets, terms, interfaces, `nft -c`, `dnsmasq --test`."""
+    from appliance.network import apply
+
+    files = apply.prepare(cfg)
+    out.emit({"ok": True, "files": [f.name for f in files]},
+             lambda d: f"network: ok ({', '.join(d['files'])})")
+
+
+@network.command("apply")
+@json_option
+@pass_config
+def apply_cmd(cfg: Config, out: Output) -> None:
+    """Check, swap the files in atomically, reload the ruleset (keeping live sessions) and
+    restart what changed; roll back if any step fails."""
+    from appliance.network import apply
+
+    done = apply.apply(cfg)
+    out.emit(dataclasses.asdict(done), lambda d: (
+        f"network applied: wrote {', '.join(d['written']) or 'nothing new'}; "
+        f"restarted {', '.join(d['restarted']) or 'nothing'}; kept {d['kept_elements']} set members"))
+
+
+@network.command("show")
+@json_option
+@pass_config
+def show_cmd(cfg: Config, out: Output) -> None:
+    """Print the effective state: mode, addresses, uplink, ruleset, dnsmasq, leases, sessions."""
+    from appliance.network import status
+
+    data = status.collect(cfg)
+    out.emit(data, status.text)
+
+
+@network.group("sessions")
+def sessions_group() -> None:
+    """Captive-portal sessions (through the helper)."""
+
+
+@sessions_group.command("list")
+@json_option
+@pass_config
+def sessions_list(cfg: Config, out: Output) -> None:
+    """List the accepted clients and their remaining time."""
+    found = _call(cfg, "session-list")
+    out.emit(found, lambda rows: "\n".join(
+        f"{r['mac']}  {', '.join(r['addresses'])}  {r['seconds_remaining']} s left" for r in rows)
+        or "no sessions")
+
+
+@sessions_group.command("revoke")
+@click.argument("mac")
+@json_option
+@pass_config
+def sessions_revoke(cfg: Config, out: Output, mac: str) -> None:
+    """End the session of MAC at once (its connections are cut)."""
+    out.emit(_call(cfg, "session-revoke", mac=mac.lower()), lambda d: f"revoked {d['mac']}")
+
+
+def _call(cfg: Config, verb: str, **args: str) -> Any:
+    from appliance.network.client import HelperError, call
+
+    try:
+        return call(cfg.network.helper.socket, verb, args)
+    except HelperError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@network.command("helper")
+@pass_config
+def helper_cmd(cfg: Config) -> None:
+    """Run the privileged helper on [network.helper] socket (systemd runs it; CAP_NET_ADMIN)."""
+    from appliance.network import helperd
+
+    helperd.serve(cfg, stop_on_signal())
+
+
+@network.command("captive")
+@pass_config
+def captive_cmd(cfg: Config) -> None:
+    """Run the captive responder on [network] captive_port (systemd runs it)."""
+    from appliance.network import captive
+
+    captive.serve(cfg, stop_on_signal())
+
+
+COMMANDS: tuple[click.Command, ...] = (network,)
