@@ -23,6 +23,8 @@ from appliance.console import schema as console_schema
 from appliance.fleet import cli as fleet_cli
 from appliance.fleet import schema as fleet_schema
 from appliance.lab import cli as lab_cli
+from appliance.moodle import cli as moodle_cli
+from appliance.moodle import schema as moodle_schema
 from appliance.network import cli as network_cli
 from appliance.network import schema as network_schema
 from appliance.portal import cli as portal_cli
@@ -37,11 +39,12 @@ GROUPS: tuple[tuple[click.Command, ...], ...] = (
     console_cli.COMMANDS,
     provision_cli.COMMANDS,
     network_cli.COMMANDS,
+    moodle_cli.COMMANDS,
     lab_cli.COMMANDS,
 )
 
 # Every capability's schema (COMPONENT, DATABASE, MIGRATIONS), for `appliance migrations`.
-SCHEMAS = (fleet_schema, console_schema, provision_schema, network_schema)
+SCHEMAS = (fleet_schema, console_schema, provision_schema, network_schema, moodle_schema)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

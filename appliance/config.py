@@ -365,6 +365,36 @@ class NetworkSection:
         return max(1, round(self.session_hours * 3600))
 
 
+def _moodle_url(value: str) -> None:
+    _check(value == "" or bool(re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value)),
+           "must be the Moodle site's base URL, http:// or https://, without query (or \"\" for no mirror)")
+
+
+@dataclass(frozen=True)
+class MoodleSection:
+    """The Moodle mirror: which site, which sync account, how much disk it may use."""
+
+    url: str = field(default="", metadata=rule(_moodle_url))
+    token_file: Path | None = None
+    username: str = ""
+    password_file: Path | None = None
+    courses: tuple[int, ...] = field(
+        default=(), metadata=rule(each=lambda v: _check(v > 0, "must be a course id (> 0)"))
+    )
+    min_free_mb: int = field(default=500, metadata=rule(lambda v: _check(v >= 0, "must be >= 0")))
+    timeout: float = field(default=30.0, metadata=rule(_positive))
+    grace_days: int = field(default=14, metadata=rule(lambda v: _check(v >= 0, "must be >= 0")))
+
+    def check(self) -> None:
+        if self.password_file is not None and not self.username:
+            raise RuleError("username", "is required when password_file is set")
+        if self.username and self.password_file is None:
+            raise RuleError("password_file", "is required when username is set")
+        if self.url and self.token_file is None and self.password_file is None:
+            raise RuleError("url", "is set but there is no sync account: set token_file, or "
+                            "username and password_file")
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole validated configuration. Build it with `load()` or `from_dict()`."""
@@ -375,6 +405,7 @@ class Config:
     agent: AgentSection = field(default_factory=AgentSection)
     console: ConsoleSection = field(default_factory=ConsoleSection)
     network: NetworkSection = field(default_factory=NetworkSection)
+    moodle: MoodleSection = field(default_factory=MoodleSection)
     source: Path | None = field(default=None, compare=False)
 
     @property

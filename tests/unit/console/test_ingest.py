@@ -147,13 +147,13 @@ def test_unknown_summary_sections_are_ignored_counted_and_logged_once(cfg, caplo
     caplog.set_level(logging.INFO, logger="appliance.console.ingest")
     for _ in range(3):
         assert ingest.handle("edge/v1/dev/pi-1/summary",
-                             summary({"agent": AGENT, "moodle": {"courses": 3}}))
+                             summary({"agent": AGENT, "widgets": {"courses": 3}}))
     assert list(stored_summaries(db)) == ["agent"]
-    assert ingest.ignored_sections[("pi-1", "moodle")] == 3
-    assert caplog.text.count("ignoring summary section 'moodle'") == 1
+    assert ingest.ignored_sections[("pi-1", "widgets")] == 3
+    assert caplog.text.count("ignoring summary section 'widgets'") == 1
     assert records.snapshot(db, now=1000.5)["ingest"]["rejected_messages"] == 0
     # Only unknown sections: nothing stored, nothing rejected.
-    assert not ingest.handle("edge/v1/dev/pi-2/summary", summary({"moodle": {}}))
+    assert not ingest.handle("edge/v1/dev/pi-2/summary", summary({"widgets": {}}))
     assert ingest.rejected == 0
 
 

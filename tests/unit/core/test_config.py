@@ -267,7 +267,9 @@ def test_unsupported_field_types_are_a_bug_in_config_py():
 
 # --- dump: every key of every section, non-default, read back equal ------------------------------
 
-STRINGS = ['quote " back \\ tab\t new\nline é ☃ 😀 \x7f', "edge/v2", "node-7", "x", "02:00:00:00:00:0a",
+# The URL first: [moodle] url accepts no other candidate.
+STRINGS = ["https://moodle.example/school",
+           'quote " back \\ tab\t new\nline é ☃ 😀 \x7f', "edge/v2", "node-7", "x", "02:00:00:00:00:0a",
            # valid values of the [network] keys (MACs, names, addresses, a country), in pairs
            "02:00:00:00:00:0b", "school.example", "www.school.example", "10.9.0.1/24",
            "10.9.0.10", "10.9.0.20", "fd00:1::1/64", "203.0.113.9", "DE"]

@@ -1,0 +1,295 @@
+"""A sync, then a resync, against a replay of the recorded Moodle (state 1, then state 2)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from appliance.config import from_dict
+from appliance.moodle.blobs import FileBlobStore
+from appliance.moodle.client import Client, Credentials, MoodleError
+from appliance.moodle.mirror import Mirror
+from appliance.moodle.replay import ReplayMoodle
+from appliance.moodle.service import open_database
+from appliance.portal import create_app
+
+DATA = Path("/work/shared/data/moodle")
+T1, T2 = 1795529925, 1795529970  # the recordings' `since` values (state*/meta.json)
+
+
+@pytest.fixture
+def replay():
+    with ReplayMoodle(DATA / "state1") as server:
+        yield server
+
+
+@pytest.fixture
+def cfg(tmp_path, replay):
+    (tmp_path / "pw").write_text("Sync#Bot2024\n")
+    (tmp_path / "pw").chmod(0o600)
+    return from_dict(
+        {
+            "appliance": {"id": "t", "state_dir": str(tmp_path / "state")},
+            "moodle": {
+                "url": replay.url,
+                "username": "syncbot",
+                "password_file": str(tmp_path / "pw"),
+                "min_free_mb": 0,
+            },
+        }
+    )
+
+
+class Rig:
+    def __init__(self, cfg, replay):
+        self.cfg, self.replay, self.now = cfg, replay, T1
+        self.db = open_database(cfg)
+        root = cfg.appliance.state_dir / "moodle"
+        self.store = FileBlobStore(root / "blobs")
+        self.mirror = Mirror(self.db, self.store, root / "work", replay.url, clock=lambda: self.now)
+        self.client = self.new_client()
+
+    def new_client(self, timeout=10.0):
+        return Client(
+            self.replay.url,
+            Credentials(
+                username="syncbot",
+                password_reader=lambda: "Sync#Bot2024",
+                token_cache=self.cfg.appliance.state_dir / "moodle" / "token",
+            ),
+            timeout=timeout,
+        )
+
+    def sync(self, **kw):
+        return self.mirror.sync(self.client, **kw)
+
+    def files_sent(self):
+        return {p: n for p, n in self.replay.sent.items() if p.startswith("/webservice/pluginfile.php/")}
+
+    def every_stored_byte(self) -> bytes:
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        served_tables = b""
+        for table in (
+            "moodle_courses",
+            "moodle_sections",
+            "moodle_modules",
+            "moodle_chapters",
+            "moodle_files",
+        ):
+            cols = [r[1] for r in self.db.execute(f"PRAGMA table_info({table})") if r[1] != "model"]
+            for row in self.db.execute(f"SELECT {', '.join(cols)} FROM {table}"):
+                served_tables += repr(row).encode()
+        blobs = b"".join(self.store.open(s).read() for s in self.store.all())
+        return served_tables + blobs
+
+
+@pytest.fixture
+def rig(cfg, replay):
+    return Rig(cfg, replay)
+
+
+def modules(db, cid):
+    return {
+        r[0]: r[1:]
+        for r in db.execute(
+            "SELECT id, modname, listed, available, content_html FROM moodle_modules WHERE course_id = ?",
+            [cid],
+        )
+    }
+
+
+def test_state1_mirrors_exactly_what_the_sync_account_may_see(rig):
+    report = rig.sync()
+    assert report.ok, report
+    mods = modules(rig.db, 2)
+    assert 10 not in mods and 14 not in mods  # hidden module; module of a hidden section
+    assert [
+        r[0]
+        for r in rig.db.execute("SELECT number FROM moodle_sections WHERE course_id = 2 ORDER BY position")
+    ] == [0, 1, 2, 3]
+    assert mods[11][2] == 0 and mods[11][3] == ""  # restricted: its note only
+    assert (
+        rig.db.execute("SELECT availability_html FROM moodle_modules WHERE id = 11")
+        .fetchone()[0]
+        .startswith("Available from")
+    )
+    assert mods[12][1] == 0 and mods[12][2] == 1 and "экосистемы" in mods[12][3]  # stealth
+    assert (
+        rig.db.execute("SELECT count(*) FROM moodle_files WHERE module_id IN (10, 11, 14)").fetchone()[0] == 0
+    )
+    assert {r[0] for r in rig.db.execute("SELECT chapter_id FROM moodle_chapters WHERE module_id = 7")} == {
+        1,
+        2,
+        3,
+    }
+    stored = rig.every_stored_byte()
+    for leak in (b"TOKEN", b"pluginfile.php", b"moodle.example", rig.replay.url.encode(), b"<script"):
+        assert leak not in stored
+
+
+def test_state2_transfers_only_what_changed_and_mirrors_what_updates_do_not_report(rig):
+    assert rig.sync().ok
+    rig.replay.sent.clear()
+    rig.replay.load(DATA / "state2")
+    rig.now = T2
+    report = rig.sync()
+    assert report.ok, report
+    assert rig.files_sent() == {
+        "/webservice/pluginfile.php/21/mod_resource/content/1/worksheet_cell_v2.pdf": 774,
+        "/webservice/pluginfile.php/42/mod_page/content/0/genetics.png": 1567,
+        "/webservice/pluginfile.php/24/mod_book/chapter/4/index.html": 218,
+    }
+    mods = modules(rig.db, 2)
+    assert 5 not in mods and 6 not in mods  # deleted and hidden, although not reported
+    assert 25 in mods and "/moodle/course/2/m/25/file/genetics.png" in mods[25][3]
+    assert "Древний Рим и Карфаген" in [
+        r[0] for r in rig.db.execute("SELECT name FROM moodle_sections WHERE course_id = 3")
+    ]
+    assert rig.db.execute("SELECT count(*) FROM moodle_files WHERE module_id = 5").fetchone()[0] == 0
+    assert {r[0] for r in rig.db.execute("SELECT chapter_id FROM moodle_chapters WHERE module_id = 7")} == {
+        1,
+        2,
+        3,
+        4,
+    }
+    assert rig.db.execute("SELECT path FROM moodle_files WHERE module_id = 4").fetchall() == [
+        ("/worksheet_cell_v2.pdf",)
+    ]
+    # the replaced PDF's and the deleted image's blobs are collected
+    assert (
+        len(set(rig.store.all()))
+        == rig.db.execute("SELECT count(DISTINCT sha256) FROM moodle_files").fetchone()[0]
+    )
+    rig.replay.sent.clear()
+    assert rig.sync().ok  # nothing changed since: no file is transferred (the recording has no later state)
+    assert rig.files_sent() == {}
+
+
+def test_an_expired_token_is_renewed_and_never_logged(rig, caplog):
+    caplog.set_level(logging.DEBUG)
+    assert rig.sync().ok
+    rig.replay.invalidate_token()
+    new_client = rig.new_client()  # reads the cached, now refused token
+    rig.client = new_client
+    rig.replay.load(DATA / "state2")
+    rig.now = T2
+    assert rig.sync().ok
+    for token in {*rig.replay.seen_tokens, rig.replay.token}:
+        assert token not in caplog.text
+    assert (rig.cfg.appliance.state_dir / "moodle" / "token").stat().st_mode & 0o077 == 0
+
+
+def test_a_refused_token_without_password_is_a_clear_error(rig):
+    rig.client = Client(rig.replay.url, Credentials(token_reader=lambda: "0123456789abcdef0123456789abcdef"))
+    report = rig.sync()
+    assert not report.ok and "invalidtoken" in report.error and "renew it" in report.error
+    assert "0123456789abcdef" not in report.error
+
+
+def test_a_download_cut_off_keeps_the_old_course_and_resumes_with_range(rig):
+    assert rig.sync().ok
+    rig.replay.load(DATA / "state2")
+    rig.now = T2
+    path = "/webservice/pluginfile.php/21/mod_resource/content/1/worksheet_cell_v2.pdf"
+    rig.replay.cut[path] = 300
+    report = rig.sync()
+    bio = next(c for c in report.courses if c.id == 2)
+    assert not bio.ok and "truncated" in bio.error
+    # the old version of the course is whole and served
+    assert rig.db.execute("SELECT path FROM moodle_files WHERE module_id = 4").fetchall() == [
+        ("/worksheet_cell.pdf",)
+    ]
+    assert 5 in modules(rig.db, 2)
+    del rig.replay.cut[path]
+    rig.replay.sent.clear()
+    report = rig.sync()
+    assert report.ok
+    assert rig.replay.sent[path] == 774 - 300  # only the rest came over the wire
+    assert next(c for c in report.courses if c.id == 2).resumed == 1
+
+
+def test_moodle_errors_are_mapped(rig):
+    rig.replay.load(DATA / "state2")
+    rig.client.token()
+    with pytest.raises(MoodleError) as exc:
+        rig.client.call("core_course_get_contents", courseid=4)
+    assert exc.value.errorcode == "errorcoursecontextnotvalid" and "not enrolled" in str(exc.value)
+    with pytest.raises(MoodleError) as exc:
+        rig.client.open_file(
+            rig.replay.url + "/webservice/pluginfile.php/34/mod_resource/content/0/no-such-file.pdf"
+        )
+    assert exc.value.errorcode == "filenotfound" and "TOKEN" not in str(exc.value)
+    report = rig.sync(only=4)
+    assert not report.ok and "not enrolled" in report.error
+
+
+def test_a_slow_server_times_out_with_a_clear_error(rig):
+    rig.replay.delay = 1.0
+    rig.client = rig.new_client(timeout=0.3)
+    report = rig.sync()
+    assert not report.ok and "timed out" in report.error
+
+
+def test_the_portal_serves_the_mirror_escaped_and_offline(rig, cfg):
+    assert rig.sync().ok
+    rig.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    app = create_app(cfg)
+    client = app.test_client()
+    pages = [
+        "/moodle/",
+        "/moodle/course/2",
+        "/moodle/course/3",
+        "/moodle/course/2/m/3",
+        "/moodle/course/2/m/7",
+        "/moodle/course/2/m/7/chapter/2",
+        "/moodle/course/2/m/8",
+        "/moodle/course/2/m/12",
+        "/moodle/course/2/m/11",
+        "/moodle/course/2/m/24",
+        "/moodle/course/3/m/17",
+    ]
+    for url in pages:
+        r = client.get(url, headers={"Accept-Language": "ru"})
+        assert r.status_code == 200, url
+        body = r.data
+        for leak in (
+            b"pluginfile.php",
+            b"moodle.example",
+            rig.replay.url.encode(),
+            b"TOKEN",
+            b"<script",
+            b"onclick",
+        ):
+            assert leak not in body, (url, leak)
+    # a teacher's name with markup is escaped, not interpreted
+    rig.db.execute("UPDATE moodle_modules SET name = '<b onclick=x>Bold</b>' WHERE id = 3")
+    course = client.get("/moodle/course/2").data.decode()
+    assert "&lt;b onclick=x&gt;Bold&lt;/b&gt;" in course
+    assert "/moodle/course/2/m/12" not in course  # stealth: not listed
+    assert "Open in Moodle when online" in course  # forum, assign, quiz
+    f = client.get("/moodle/course/3/m/17/file/Карта Египта.pdf")
+    assert f.status_code == 200 and f.data.startswith(b"%PDF")
+    assert "filename*=UTF-8''%D0%9A%D0%B0%D1%80%D1%82%D0%B0" in f.headers["Content-Disposition"]
+    assert client.get("/moodle/course/2/m/11/file/x").status_code == 404
+    go = client.get("/moodle/course/2/go/2")
+    assert go.status_code == 303 and go.headers["Location"].endswith("/mod/forum/view.php?id=2")
+
+
+def test_the_killed_commit_leaves_the_old_course(rig, monkeypatch):
+    assert rig.sync().ok
+    rig.replay.load(DATA / "state2")
+    rig.now = T2
+    original = rig.mirror._render
+
+    def crash(*args, **kwargs):
+        rows = original(*args, **kwargs)
+        rows["files"].append(rows["files"][0])  # a duplicate key: the INSERT fails mid-transaction
+        return rows
+
+    monkeypatch.setattr(rig.mirror, "_render", crash)
+    with pytest.raises(sqlite3.IntegrityError):
+        rig.sync()
+    assert 5 in modules(rig.db, 2) and 25 not in modules(rig.db, 2)
