@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +14,9 @@ from appliance.moodle.mirror import Mirror
 from appliance.moodle.replay import ReplayMoodle
 from appliance.moodle.service import open_database
 from appliance.portal import create_app
+from tests.conftest import SHARED
 
-DATA = Path("/work/shared/data/moodle")
+DATA = SHARED / "data" / "moodle"
 T1, T2 = 1795529925, 1795529970  # the recordings' `since` values (state*/meta.json)
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from appliance.moodle.model import Course, Instances, parse_course
+from tests.conftest import SHARED
 
-DATA = Path("/work/shared/data/moodle")
+DATA = SHARED / "data" / "moodle"
 SITE = "http://moodle.example"
 
 
