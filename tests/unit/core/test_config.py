@@ -267,7 +267,8 @@ def test_unsupported_field_types_are_a_bug_in_config_py():
 
 # --- dump: every key of every section, non-default, read back equal ------------------------------
 
-STRINGS = ['quote " back \\ tab\t new\nline é ☃ 😀 \x7f', "edge/v2", "node-7", "x", "02:00:00:00:00:0a"]
+STRINGS = ['quote " back \\ tab\t new\nline é ☃ 😀 \x7f', "edge/v2", "node-7", "x", "02:00:00:00:00:0a",
+           "_ipp._tcp"]
 
 
 def _candidates(hint, default):
@@ -279,7 +280,8 @@ def _candidates(hint, default):
         return list(typing.get_args(hint))
     if origin is tuple:
         items = _candidates(typing.get_args(hint)[0], None)
-        return [tuple(items[i:i + 2]) for i in range(len(items))]
+        # Pairs first, then every item alone (a rule on each item may accept only one of them).
+        return [tuple(items[i:i + 2]) for i in range(len(items))] + [(item,) for item in items]
     if dataclasses.is_dataclass(hint):
         return [non_default(hint)]
     if hint is bool:
