@@ -263,8 +263,7 @@ class Gateway(asyncio.DatagramProtocol):
         await loop.create_datagram_endpoint(lambda: self, sock=sock)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # a datagram endpoint's
 
     def close(self) -> None:
         if self.transport is not None:
