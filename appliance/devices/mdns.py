@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import ifaddr
 from zeroconf import (
     DNSQuestionType,
     IPVersion,
@@ -71,14 +71,19 @@ class MdnsError(Exception):
     """mDNS cannot start (the interface has no IPv4 address); the message says which."""
 
 
+SIOCGIFADDR = 0x8915
+
+
 def interface_address(name: str) -> str:
-    """The first IPv4 address of interface `name`, or MdnsError."""
-    for adapter in ifaddr.get_adapters():
-        if adapter.nice_name == name:
-            for ip in adapter.ips:
-                if isinstance(ip.ip, str):
-                    return ip.ip
-    raise MdnsError(f"[devices] interface {name!r} has no IPv4 address (is it up?)")
+    """The (first) IPv4 address of interface `name`, or MdnsError. An ioctl on an AF_INET
+    socket, not netlink: the systemd unit allows only AF_INET, AF_INET6 and AF_UNIX."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            answer = fcntl.ioctl(sock.fileno(), SIOCGIFADDR,
+                                 struct.pack("256s", name.encode()[:15]))
+        except OSError:
+            raise MdnsError(f"[devices] interface {name!r} has no IPv4 address (is it up?)") from None
+    return socket.inet_ntoa(answer[20:24])
 
 
 def type_name(short: str) -> str:
