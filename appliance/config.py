@@ -395,6 +395,35 @@ class MoodleSection:
                             "username and password_file")
 
 
+_SERVICE_TYPE = re.compile(r"_[a-z0-9][a-z0-9-]{0,14}\._(tcp|udp)")
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+@dataclass(frozen=True)
+class DevicesSection:
+    """The device inventory: DHCP hook spool, mDNS on the classroom interface, retention, and
+    which services (displays, printers) are re-announced to which groups across isolation."""
+
+    spool_dir: Path = Path("/var/spool/appliance-dhcp")
+    interface: str = field(default="wlan0", metadata=rule(_nonempty))
+    mdns: bool = True
+    hostname: str = field(default="", metadata=rule(lambda v: _check(
+        v == "" or bool(_DNS_LABEL.fullmatch(v)),
+        "must be one DNS label: a-z, 0-9 and '-' (or \"\" for the appliance id)")))
+    retention_days: int = field(default=30, metadata=rule(
+        lambda v: _check(1 <= v <= 3650, "must be 1-3650 days")))
+    max_devices: int = field(default=5000, metadata=rule(
+        lambda v: _check(10 <= v <= 100000, "must be 10-100000")))
+    share_types: tuple[str, ...] = field(
+        default=("_airplay._tcp", "_raop._tcp", "_googlecast._tcp", "_ipp._tcp", "_ipps._tcp",
+                 "_printer._tcp", "_pdl-datastream._tcp"),
+        metadata=rule(each=lambda v: _check(bool(_SERVICE_TYPE.fullmatch(v)),
+                                            "must be a service type such as \"_ipp._tcp\"")))
+    share_to: tuple[str, ...] = field(default=("staff",), metadata=rule(each=_id))
+    poll_interval: float = field(default=0.5, metadata=rule(
+        lambda v: _check(0.05 <= v <= 60, "must be 0.05-60 seconds")))
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole validated configuration. Build it with `load()` or `from_dict()`."""
@@ -406,6 +435,7 @@ class Config:
     console: ConsoleSection = field(default_factory=ConsoleSection)
     network: NetworkSection = field(default_factory=NetworkSection)
     moodle: MoodleSection = field(default_factory=MoodleSection)
+    devices: DevicesSection = field(default_factory=DevicesSection)
     source: Path | None = field(default=None, compare=False)
 
     @property

@@ -272,7 +272,7 @@ STRINGS = ["https://moodle.example/school",
            'quote " back \\ tab\t new\nline é ☃ 😀 \x7f', "edge/v2", "node-7", "x", "02:00:00:00:00:0a",
            # valid values of the [network] keys (MACs, names, addresses, a country), in pairs
            "02:00:00:00:00:0b", "school.example", "www.school.example", "10.9.0.1/24",
-           "10.9.0.10", "10.9.0.20", "fd00:1::1/64", "203.0.113.9", "DE"]
+           "10.9.0.10", "10.9.0.20", "fd00:1::1/64", "203.0.113.9", "DE", "_ipp._tcp"]
 
 
 def _candidates(hint, default):
@@ -284,7 +284,8 @@ def _candidates(hint, default):
         return list(typing.get_args(hint))
     if origin is tuple:
         items = _candidates(typing.get_args(hint)[0], None)
-        return [tuple(items[i:i + 2]) for i in range(len(items))]
+        # Pairs first, then every item alone (a rule on each item may accept only one of them).
+        return [tuple(items[i:i + 2]) for i in range(len(items))] + [(item,) for item in items]
     if dataclasses.is_dataclass(hint):
         return [non_default(hint)]
     if hint is bool:

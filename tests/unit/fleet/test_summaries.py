@@ -125,7 +125,8 @@ def test_a_malformed_spec_fails_where_it_is_declared(make):
 
 def test_the_registry_yields_the_agent_summary():
     providers = summaries.providers()
-    assert [p.spec.name for p in providers] == ["agent", "moodle"]
+    assert providers[0].spec.name == "agent"
+    assert "devices" in [p.spec.name for p in providers]
     assert "backlog" in [f.key for f in summaries.specs()["agent"].fields]
 
 
