@@ -267,7 +267,8 @@ def test_unsupported_field_types_are_a_bug_in_config_py():
 
 # --- dump: every key of every section, non-default, read back equal ------------------------------
 
-STRINGS = ['quote " back \\ tab\t new\nline é ☃ 😀 \x7f', "edge/v2", "node-7", "x", "02:00:00:00:00:0a"]
+STRINGS = ['quote " back \\ tab\t new\nline é ☃ 😀 \x7f', "edge/v2", "node-7", "22:00-06:00", "07:30-08:00",
+           "x", "02:00:00:00:00:0a"]
 
 
 def _candidates(hint, default):
