@@ -200,6 +200,8 @@ def _transfer(url: str, part: Path, state: dict[str, Any], size: int | None, lim
             have = 0  # 200: the server sent the whole (possibly new) file
         state["validator"] = validator
         _save_state(part, state)
+        expected = response.headers.get("Content-Length")
+        started = have
         with part.open("ab" if resumed else "wb") as out:
             try:
                 have = _copy(response, out, have, limits, bucket, progress)
@@ -210,6 +212,9 @@ def _transfer(url: str, part: Path, state: dict[str, Any], size: int | None, lim
                     raise DownloadError("the disk is full; the download stopped and was removed",
                                         permanent=True) from None
                 raise
+        # http.client returns a short read, not an error, when the server closes early.
+        if expected is not None and expected.isdigit() and have - started != int(expected):
+            raise ConnectionError(f"connection closed after {have - started} of {expected} bytes")
     return have
 
 
