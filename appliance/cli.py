@@ -20,6 +20,8 @@ from appliance.command import Output, json_option, pass_config
 from appliance.config import Config, ConfigError
 from appliance.console import cli as console_cli
 from appliance.console import schema as console_schema
+from appliance.content import cli as content_cli
+from appliance.content import schema as content_schema
 from appliance.devices import cli as devices_cli
 from appliance.devices import schema as devices_schema
 from appliance.fleet import cli as fleet_cli
@@ -43,12 +45,13 @@ GROUPS: tuple[tuple[click.Command, ...], ...] = (
     network_cli.COMMANDS,
     moodle_cli.COMMANDS,
     devices_cli.COMMANDS,
+    content_cli.COMMANDS,
     lab_cli.COMMANDS,
 )
 
 # Every capability's schema (COMPONENT, DATABASE, MIGRATIONS), for `appliance migrations`.
 SCHEMAS = (fleet_schema, console_schema, provision_schema, network_schema, moodle_schema,
-           devices_schema)
+           devices_schema, content_schema)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -117,7 +117,6 @@ class PortalSection:
     port: int = field(default=80, metadata=rule(_port))
     workers: int = field(default=2, metadata=rule(_positive))
     threads: int = field(default=8, metadata=rule(_positive))
-    content_dir: Path = Path("/var/lib/appliance/content")
     title: str = field(default="Classroom library", metadata=rule(_nonempty))
 
 
@@ -424,6 +423,34 @@ class DevicesSection:
         lambda v: _check(0.05 <= v <= 60, "must be 0.05-60 seconds")))
 
 
+_WINDOW = re.compile(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d")
+
+
+@dataclass(frozen=True)
+class ContentSection:
+    """The content library: where its files live, its own web origin, how it syncs."""
+
+    # May be a USB drive or SSD. The library only uses it once it holds the marker file the
+    # first `content add` writes, so an unmounted drive shows as missing instead of filling the SD card.
+    root: Path = Path("/var/lib/appliance/content")
+    require_mount: bool = False
+    # Archive and pack content is served from this port of the portal process: its own origin.
+    archive_port: int = field(default=8090, metadata=rule(_port))
+    bandwidth_kbps: int = field(
+        default=0, metadata=rule(lambda v: _check(v >= 0, "must be 0 (no cap) or more")))
+    windows: tuple[str, ...] = ()
+    reserve_mb: int = field(default=1024, metadata=rule(lambda v: _check(v >= 0, "must be 0 or more")))
+    retries: int = field(default=8, metadata=rule(lambda v: _check(0 <= v <= 100, "must be 0-100")))
+    usage_flush_seconds: float = field(
+        default=300.0, metadata=rule(lambda v: _check(1 <= v <= 86400, "must be 1-86400 seconds")))
+
+    def check(self) -> None:
+        for i, window in enumerate(self.windows):
+            if not _WINDOW.fullmatch(window):
+                raise RuleError(f"windows[{i}]", 'must be "HH:MM-HH:MM" in 24-hour local time, '
+                                'e.g. "22:00-06:00" (across midnight is fine)')
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole validated configuration. Build it with `load()` or `from_dict()`."""
@@ -436,6 +463,7 @@ class Config:
     network: NetworkSection = field(default_factory=NetworkSection)
     moodle: MoodleSection = field(default_factory=MoodleSection)
     devices: DevicesSection = field(default_factory=DevicesSection)
+    content: ContentSection = field(default_factory=ContentSection)
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -450,8 +478,11 @@ class Config:
         """Rules across sections, run after every section (and its own `check()`) passed.
 
         Raise `RuleError` with the full key path (`RuleError("mqtt.host", "...")`). A rule that
-        only reads one section belongs in that section's `check()` instead. None yet.
+        only reads one section belongs in that section's `check()` instead.
         """
+        if self.content.archive_port == self.portal.port:
+            raise RuleError("content.archive_port",
+                            "must differ from portal.port: archive content needs its own origin")
 
 
 # Every field of Config but `source` is a section; the dataclass is the one list of them.

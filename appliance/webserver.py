@@ -32,12 +32,15 @@ def serve(
     workers: int,
     threads: int,
     name: str,
+    extra_ports: tuple[int, ...] = (),
 ) -> None:
-    """Serve until SIGTERM/SIGINT. Threads let long-lived streams (SSE) share a worker."""
+    """Serve until SIGTERM/SIGINT. Threads let long-lived streams (SSE) share a worker.
+    `extra_ports` are further listeners on the same address (the app tells them apart by the
+    WSGI SERVER_PORT, which gunicorn takes from the listening socket)."""
     _Server(
         factory,
         {
-            "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "bind": [f"[{host}]:{p}" if ":" in host else f"{host}:{p}" for p in (port, *extra_ports)],
             "workers": workers,
             "threads": threads,
             "worker_class": "gthread",
@@ -69,9 +72,10 @@ class WebSection(Protocol):
     def threads(self) -> int: ...
 
 
-def serve_app(factory: Callable[[], Any], web: WebSection, name: str) -> None:
+def serve_app(factory: Callable[[], Any], web: WebSection, name: str,
+              extra_ports: tuple[int, ...] = ()) -> None:
     """Build the app once here (a bad config fails with one clear line, not inside every
     worker), then serve it under gunicorn on the section's address."""
     factory()
     serve(factory, host=web.listen, port=web.port, workers=web.workers, threads=web.threads,
-          name=name)
+          name=name, extra_ports=extra_ports)

@@ -49,8 +49,8 @@ def appliance_config(tmp_path: Path, broker: Mosquitto):
         sections: dict[str, dict[str, object]] = {
             "appliance": {"id": ident, "name": ident.replace("-", " ").title(),
                           "state_dir": str(base / "state")},
-            "portal": {"listen": "127.0.0.1", "port": free_port(), "workers": 1,
-                       "content_dir": str(base / "content")},
+            "portal": {"listen": "127.0.0.1", "port": free_port(), "workers": 1},
+            "content": {"root": str(base / "content"), "archive_port": free_port()},
             "mqtt": mqtt_section(broker.port),
             "agent": {"interval": interval, "backoff_max": 1.0},
         }

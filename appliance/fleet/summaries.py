@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 # adds its `appliance.<capability>.summary` here; nothing else.
 SUMMARIES: tuple[str, ...] = (
     "appliance.fleet.summary", "appliance.moodle.summary", "appliance.devices.summary",
+    "appliance.content.summary",
 )
 
 Kind = Literal["count", "bytes", "seconds", "timestamp", "text", "bool", "pct"]

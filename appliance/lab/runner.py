@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from appliance.config import load as load_config
 from appliance.console.lab import ConsolePart
+from appliance.content.lab import ContentPart
 from appliance.devices.lab import DevicesPart
 from appliance.fleet.broker import port_open
 from appliance.fleet.lab import FleetPart
@@ -33,7 +34,7 @@ from appliance.portal.lab import PortalPart
 
 # Every capability's part, in start order (a part may use facts of the parts before it); a new
 # capability adds its part here.
-PARTS: tuple[PartFactory, ...] = (FleetPart, ConsolePart, PortalPart, DevicesPart)
+PARTS: tuple[PartFactory, ...] = (FleetPart, ConsolePart, PortalPart, ContentPart, DevicesPart)
 
 __all__ = ["PARTS", "Lab", "LabError"]
 

@@ -16,9 +16,7 @@ class PortalPart(LabPart):
 
     def configure(self, ctx: LabContext) -> None:
         for slot in ctx.slots:
-            (slot.directory / "content").mkdir(parents=True, exist_ok=True)
-            slot.sections["portal"] = {"listen": ctx.host, "port": self.port(ctx, slot),
-                                       "workers": 1, "content_dir": str(slot.directory / "content")}
+            slot.sections["portal"] = {"listen": ctx.host, "port": self.port(ctx, slot), "workers": 1}
 
     def services(self, ctx: LabContext) -> list[Service]:
         return [Service(f"{slot.id} portal", ctx.command(slot.config_path, "portal"),

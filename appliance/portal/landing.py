@@ -1,42 +1,18 @@
-"""The landing page: who runs this network and what is on it."""
+"""What every portal page shares: sizes as people read them, and the health check.
+
+The front page itself is the content library's (`appliance/content/portal_views.py`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from gettext import NullTranslations
-from pathlib import Path
 from typing import Any
 
 from babel import Locale
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint
 
 from appliance import i18n
 
 bp = Blueprint("landing", __name__)
-
-
-@dataclass(frozen=True)
-class Resource:
-    title: str
-    kind: str  # "archive" (ZIM) | "folder"
-    size: int  # bytes (0 for folders)
-
-
-def list_resources(content_dir: Path) -> list[Resource]:
-    """What the content folder holds, for the landing page. Missing folder: nothing yet."""
-    try:
-        entries = sorted(content_dir.iterdir(), key=lambda p: p.name.lower())
-    except OSError:
-        return []
-    found = []
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        if entry.is_file() and entry.suffix == ".zim":
-            found.append(Resource(_title(entry.stem), "archive", entry.stat().st_size))
-        elif entry.is_dir():
-            found.append(Resource(_title(entry.name), "folder", 0))
-    return found
 
 
 def human_size(size: int, locale: Locale | str = "en", translations: NullTranslations | None = None) -> str:
@@ -63,23 +39,6 @@ def human_size(size: int, locale: Locale | str = "en", translations: NullTransla
 @bp.app_template_filter("human_size")
 def _human_size_filter(size: int) -> str:
     return human_size(size, i18n.formatting_locale(), i18n.translations())
-
-
-def _title(stem: str) -> str:
-    # Upper-case the first letter only: capitalize() would flatten "PhysikFuerKlasse7".
-    words = stem.replace("_", " ").replace("-", " ").strip()
-    return words[:1].upper() + words[1:]
-
-
-@bp.get("/")
-def index() -> Any:
-    config = current_app.config["APPLIANCE_CONFIG"]
-    return render_template(
-        "landing/index.html",
-        title=config.portal.title,
-        building=config.appliance.name or config.appliance.id,
-        resources=list_resources(config.portal.content_dir),
-    )
 
 
 @bp.get("/healthz")

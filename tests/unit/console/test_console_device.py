@@ -247,6 +247,7 @@ def test_summaries_api_returns_the_sections_and_needs_sign_in(app, client, inges
     # One section per registered summary (the agent's first); only the agent's was reported.
     section = body["sections"][0]
     assert section["name"] == "agent" and section["synced"] is True
+    assert "content" in [s["name"] for s in body["sections"]]
     assert {f["key"]: f["value"] for f in section["fields"]}["backlog"] == 7
     assert client.get("/api/device/nobody/summaries").status_code == 404
     assert client.get("/api/device/..%2Fx/summaries").status_code == 404

@@ -272,7 +272,9 @@ STRINGS = ["https://moodle.example/school",
            'quote " back \\ tab\t new\nline é ☃ 😀 \x7f', "edge/v2", "node-7", "x", "02:00:00:00:00:0a",
            # valid values of the [network] keys (MACs, names, addresses, a country), in pairs
            "02:00:00:00:00:0b", "school.example", "www.school.example", "10.9.0.1/24",
-           "10.9.0.10", "10.9.0.20", "fd00:1::1/64", "203.0.113.9", "DE", "_ipp._tcp"]
+           "10.9.0.10", "10.9.0.20", "fd00:1::1/64", "203.0.113.9", "DE", "_ipp._tcp",
+           # [content] windows
+           "22:00-06:00", "07:30-08:00"]
 
 
 def _candidates(hint, default):

@@ -1,4 +1,9 @@
+from pathlib import Path
+
+from appliance.content import library
 from appliance.portal import create_app
+
+ZIM = Path("/work/shared/data/zim")
 
 
 def test_landing_page_names_the_building_and_says_when_empty(cfg):
@@ -7,15 +12,12 @@ def test_landing_page_names_the_building_and_says_when_empty(cfg):
     assert "Nothing in the library yet" in page
 
 
-def test_landing_page_lists_what_the_content_folder_holds(cfg):
-    cfg.portal.content_dir.mkdir(parents=True)
-    (cfg.portal.content_dir / "wikipedia_en_ray_charles_mini.zim").write_bytes(b"x" * 2_000_000)
-    (cfg.portal.content_dir / "khan-math").mkdir()
-    (cfg.portal.content_dir / ".partial").mkdir()
-    page = create_app(cfg).test_client().get("/").get_data(as_text=True)
-    assert "Wikipedia en ray charles mini" in page and "2.0 MB archive" in page
-    assert "Khan math" in page
-    assert "partial" not in page.lower()
+def test_front_page_lists_the_library_with_links_to_the_archive_origin(cfg, store_for):
+    store = store_for(cfg)
+    library.add_zim(store, ZIM / "wikipedia_en_ray_charles_mini.zim")
+    page = create_app(cfg).test_client().get("/", base_url="http://school.lan").get_data(as_text=True)
+    assert "Ray Charles" in page and "569 kB archive" in page
+    assert 'href="http://school.lan:8090/content/wikipedia_en_ray_charles/"' in page
 
 
 def test_portal_has_no_admin_surface(cfg):
@@ -31,9 +33,11 @@ def test_sizes_read_like_a_file_manager():
         "0 bytes", "999 bytes", "1 kB", "2.0 MB", "340 MB", "1.2 GB", "10000 GB"]
 
 
-def test_file_names_cannot_inject_markup(cfg):
-    cfg.portal.content_dir.mkdir(parents=True)
-    (cfg.portal.content_dir / "<script>alert(1)<").mkdir()
+def test_titles_cannot_inject_markup(cfg, store_for, tmp_path):
+    folder = tmp_path / "pack"
+    folder.mkdir()
+    (folder / "index.html").write_text("<p>x</p>")
+    library.add_pack(store_for(cfg), folder, title="<script>alert(1)<")
     page = create_app(cfg).test_client().get("/").get_data(as_text=True)
     assert "<script>alert" not in page
     assert "&lt;script&gt;alert(1)&lt;" in page

@@ -1,0 +1,240 @@
+"""The archive origin: ZIM articles and pack files, on their own port under a sandboxing CSP.
+
+Archives ship their own inline scripts and styles, and some load scripts from the site root, so
+they cannot live under the portal's strict policy. They are served from `[content] archive_port`
+(another origin: a script there cannot read the portal's pages, which send no CORS headers) and
+every response carries `sandbox allow-scripts allow-forms allow-popups` *without*
+`allow-same-origin`: the page runs in an opaque origin of its own, with no cookies, no storage
+and no same-origin access even to the archive origin, so one archive's script cannot read another
+archive's pages either. `frame-ancestors 'none'` keeps it out of frames.
+
+URLs (kiwix-serve's, without its viewer):
+- `/content/<item>/` -> 302 to the main page; `/content/<item>/<path>` an entry (the old layout's
+  namespace is part of the path: `A/Ray_Charles`); redirect entries answer 302;
+- `/random/<item>` -> 302 to a random article;
+- `/pack/<item>/` -> 302 to the pack's index page; `/pack/<item>/<path>` a file of a pack;
+- a root-level path (`/-/j/script.js`, how mwoffliner pages load some scripts) is looked up in
+  the archive the `Referer` names (archive pages send it: `no-referrer-when-downgrade`).
+
+ETags are the archive's SHA-256 (prefix) and the entry's index, or a pack file's SHA-256: an
+archive replaced under the same name has another hash, so the old ETag never matches. `Range`
+gives 206 (one range; a multi-range request gets the whole entry), a bad one 416. Every miss,
+hidden entry (`M/`, `X/`), traversal or damaged archive is a 404, never a 500.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from flask import Flask, current_app, redirect, request
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.wrappers import Response
+
+from appliance.config import Config
+from appliance.content import library, zim
+from appliance.content.store import ContentStore
+from appliance.content.usage import UsageCounter
+from appliance.store import migrate, open_db
+
+CSP = ("sandbox allow-scripts allow-forms allow-popups allow-popups-to-escape-sandbox; "
+       "default-src 'self' 'unsafe-inline' 'unsafe-eval' data: blob:; "
+       "img-src 'self' data: blob:; media-src 'self' data: blob:; "
+       "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'self'")
+CHUNK = 256 * 1024
+# Cache: articles may be re-validated cheaply (ETag); a replaced archive changes every ETag.
+CACHE = "public, max-age=300"
+
+
+def _headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer-when-downgrade"
+    # Archive content is public to the classroom and carries no credentials; module scripts in
+    # the sandbox's opaque origin need it.
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+def _chunks(data: memoryview) -> Iterator[bytes]:
+    for start in range(0, len(data), CHUNK):
+        yield bytes(data[start:start + CHUNK])
+
+
+def _send(body: Iterable[bytes], size: int, mimetype: str, etag: str) -> Response:
+    response = Response(body, mimetype=None, content_type=mimetype, direct_passthrough=True)
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = CACHE
+    response.content_length = size
+    return response.make_conditional(request.environ, accept_ranges=True, complete_length=size)
+
+
+class Origin:
+    """Per worker: the store (own database connection), the open archives, the usage counter."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.cache = zim.ArchiveCache()
+        db = open_db(config.database_path)
+        from appliance.content import schema
+
+        migrate(db, schema.COMPONENT, schema.MIGRATIONS)
+        self.store = ContentStore(config.content.root, db, require_mount=config.content.require_mount)
+        self.usage = UsageCounter(lambda: self.store.db, config.content.usage_flush_seconds)
+
+    def item(self, name: str, kind: str) -> library.Item:
+        item = library.get(self.store.db, name)
+        if item is None or item.kind != kind or item.state != "ok" or not self.store.present():
+            raise NotFound()
+        return item
+
+    def archive(self, item: library.Item) -> Any:
+        assert item.sha256
+        try:
+            return self.cache.get(item.sha256, self.store.path(item.sha256))
+        except zim.ZimError:
+            raise NotFound() from None
+
+
+def create_archive_app(config: Config) -> Flask:
+    app = Flask(__name__, static_folder=None)
+    app.config.update(APPLIANCE_CONFIG=config)
+    origin = Origin(config)
+    app.extensions["content_origin"] = origin
+    app.after_request(_headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        response = Response(f"{exc.code} {exc.name}\n", status=exc.code, mimetype="text/plain")
+        if exc.code == 416 and isinstance(getattr(exc, "length", None), int):
+            response.headers["Content-Range"] = f"bytes */{exc.length}"  # type: ignore[attr-defined]
+        return response
+
+    @app.errorhandler(Exception)
+    def _any_error(exc: Exception) -> Response:
+        # A damaged archive or an entry libzim cannot read: the reader gets a 404, the log a line.
+        current_app.logger.warning("archive origin: %s %s: %r", request.method, request.path, exc)
+        return Response("404 Not Found\n", status=404, mimetype="text/plain")
+
+    app.add_url_rule("/healthz", "healthz", lambda: {"ok": True})
+    app.add_url_rule("/content/<name>/", "main", lambda name: _main(origin, name))
+    app.add_url_rule("/content/<name>", "main_bare", lambda name: redirect(f"/content/{quote(name)}/"))
+    app.add_url_rule("/content/<name>/<path:path>", "entry", lambda name, path: _entry(origin, name, path))
+    app.add_url_rule("/random/<name>", "random", lambda name: _random(origin, name))
+    app.add_url_rule("/pack/<name>/", "pack_index", lambda name: _pack_index(origin, name))
+    app.add_url_rule("/pack/<name>/<path:path>", "pack_file", lambda name, path: _pack_file(origin, name, path))
+    app.add_url_rule("/<path:path>", "rooted", lambda path: _rooted(origin, path))
+    return app
+
+
+def _entry_url(name: str, path: str) -> str:
+    return f"/content/{quote(name)}/{quote(path, safe='/')}"
+
+
+def _main(origin: Origin, name: str) -> Response:
+    item = origin.item(name, "zim")
+    if not item.index_page:
+        raise NotFound()
+    return redirect(_entry_url(name, item.index_page))
+
+
+def _random(origin: Origin, name: str) -> Response:
+    item = origin.item(name, "zim")
+    archive = origin.archive(item)
+    for _ in range(16):
+        entry = archive.get_random_entry()
+        if not entry.is_redirect and entry.get_item().mimetype.startswith("text/html"):
+            break
+    response = redirect(_entry_url(name, entry.path))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _entry(origin: Origin, name: str, path: str) -> Response:
+    item = origin.item(name, "zim")
+    archive = origin.archive(item)
+    entry = zim.find(archive, path)
+    if entry is None and request.query_string:
+        # Some scrapers stored "index.php?title=x" as one path: the browser split it.
+        entry = zim.find(archive, f"{path}?{unquote(request.query_string.decode('latin-1'))}")
+    if entry is None:
+        raise NotFound()
+    if entry.is_redirect:
+        target = entry.get_redirect_entry()
+        return redirect(_entry_url(name, target.path))
+    zitem = entry.get_item()
+    mimetype = zitem.mimetype or "application/octet-stream"
+    if mimetype.startswith("text/") and "charset" not in mimetype:
+        mimetype += "; charset=utf-8"
+    if mimetype.startswith("text/html") and request.method == "GET" and not request.range:
+        origin.usage.count(name)
+    assert item.sha256
+    etag = f"{item.sha256[:20]}-{entry._index}"
+    return _send(_chunks(zitem.content), zitem.size, mimetype, etag)
+
+
+def _rooted(origin: Origin, path: str) -> Response:
+    referer = urlsplit(request.headers.get("Referer", ""))
+    parts = referer.path.split("/")
+    if len(parts) < 3 or parts[1] != "content":
+        raise NotFound()
+    return _entry(origin, unquote(parts[2]), path)
+
+
+def _pack_index(origin: Origin, name: str) -> Response:
+    item = origin.item(name, "pack")
+    return redirect(f"/pack/{quote(name)}/{quote(item.index_page, safe='/')}")
+
+
+def _pack_file(origin: Origin, name: str, path: str) -> Response:
+    origin.item(name, "pack")
+    row = origin.store.db.execute(
+        "SELECT sha256, size, mimetype FROM content_files WHERE item = ? AND path = ?", [name, path]).fetchone()
+    if row is None:
+        raise NotFound()
+    sha, size, mimetype = row
+    blob = origin.store.path(sha)
+    if not blob.is_file():
+        raise NotFound()
+    if request.method == "GET" and not request.range and mimetype.startswith(("text/html", "application/pdf")):
+        origin.usage.count(name)
+    response = Response(_FileBody(blob.open("rb")), content_type=mimetype, direct_passthrough=True)
+    response.set_etag(sha[:32])
+    response.headers["Cache-Control"] = CACHE
+    response.content_length = size
+    return response.make_conditional(request.environ, accept_ranges=True, complete_length=size)
+
+
+class _FileBody:
+    """A file as a WSGI body that werkzeug's range handling can seek in (no whole-file reads)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def seek(self, offset: int) -> None:
+        self.handle.seek(offset)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.handle.read(CHUNK):
+            yield chunk
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.handle.close()
+
+
+class Dispatch:
+    """One WSGI app for the portal process's two listeners: requests that arrived on the
+    archive port (gunicorn's SERVER_PORT is the listening socket's, not the Host header's) go
+    to the archive app, the others to the portal."""
+
+    def __init__(self, portal: Callable[..., Any], archive: Callable[..., Any], archive_port: int) -> None:
+        self.portal = portal
+        self.archive = archive
+        self.archive_port = str(archive_port)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        app = self.archive if environ.get("SERVER_PORT") == self.archive_port else self.portal
+        return app(environ, start_response)

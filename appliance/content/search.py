@@ -1,0 +1,194 @@
+"""One search across all content: SQLite FTS5 over our own stems, merged with libzim's indexes.
+
+FTS5 has no Russian stemmer, so we stem ourselves with Snowball, word by word by script
+(Cyrillic words with the Russian stemmer, Latin ones with the English one), at index and at
+query time, and FTS5 (`unicode61`) only matches stems. The original text is kept beside the index
+(`content_docs`) for titles and snippets.
+
+Results from several sources (our index; each archive's own full-text and title indexes; later
+the Moodle mirror) are merged by reciprocal rank fusion: each list keeps its own ranking and a
+hit's score is the sum of 1 / (K + rank) over the lists it is in, which needs no comparable
+scores between sources.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import snowballstemmer
+import sqlite_utils
+
+from appliance.store import transaction
+
+WORD = re.compile(r"\w+", re.UNICODE)
+CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+RRF_K = 60
+MAX_QUERY_WORDS = 12
+MAX_BODY = 200_000
+
+
+@functools.cache
+def _stemmer(language: str) -> snowballstemmer.stemmer:
+    return snowballstemmer.stemmer(language)
+
+
+def words(text: str) -> list[str]:
+    return [w for w in WORD.findall(text.lower()) if not w.isdigit() or len(w) < 12]
+
+
+def stem(word: str) -> str:
+    word = word.lower().replace("ё", "е")  # noqa: RUF001 - Russian yo spelled as ye
+    if CYRILLIC.search(word):
+        return str(_stemmer("russian").stemWord(word))
+    if word.isascii() and word.isalpha():
+        return str(_stemmer("english").stemWord(word))
+    return word
+
+
+def stems(text: str) -> str:
+    return " ".join(stem(w) for w in words(text))
+
+
+def fts_query(query: str, *, prefix: bool = False) -> str | None:
+    """An FTS5 MATCH expression for what a student typed: every word's stem must match; each is
+    quoted, so no FTS5 syntax (AND, NEAR, quotes, *) can come from the box. With `prefix` the last
+    word matches as a prefix (suggestions as you type). None when nothing searchable is left."""
+    terms = words(query)[:MAX_QUERY_WORDS]
+    if not terms:
+        return None
+    parts = [f'"{stem(t)}"' for t in terms]
+    if prefix:
+        # The stem is a prefix of every form of the word, and of what was typed so far.
+        parts[-1] = f'"{stem(terms[-1])}"*'
+    return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: `source` (`zim`, `pack`, `moodle`), the item, the path inside it."""
+
+    source: str
+    item: str
+    path: str
+    title: str
+    snippet: str = ""
+
+
+def merge(lists: Sequence[Sequence[Hit]], limit: int = 20) -> list[Hit]:
+    """Reciprocal rank fusion of ranked lists; a hit in several lists keeps its first title and
+    the first non-empty snippet. Ties keep the order of the lists, then of ranks."""
+    scores: dict[tuple[str, str], float] = {}
+    best: dict[tuple[str, str], Hit] = {}
+    order: dict[tuple[str, str], tuple[int, int]] = {}
+    for li, hits in enumerate(lists):
+        for rank, hit in enumerate(hits):
+            key = (hit.item, hit.path)
+            scores[key] = scores.get(key, 0.0) + 1.0 / (RRF_K + rank + 1)
+            if key not in best:
+                best[key], order[key] = hit, (rank, li)
+            elif not best[key].snippet and hit.snippet:
+                best[key] = Hit(best[key].source, hit.item, hit.path, best[key].title, hit.snippet)
+    ranked = sorted(scores, key=lambda k: (-scores[k], order[k]))
+    return [best[k] for k in ranked[:limit]]
+
+
+def snippet(text: str, query: str, width: int = 160) -> str:
+    """About `width` characters of `text` around the first word whose stem matches the query."""
+    wanted = {stem(w) for w in words(query)}
+    text = " ".join(text.split())
+    for match in WORD.finditer(text):
+        if stem(match.group()) in wanted:
+            start = max(0, match.start() - width // 3)
+            cut = text[start:start + width]
+            if start > 0:
+                cut = "…" + cut.split(" ", 1)[-1]
+            return cut + ("…" if start + width < len(text) else "")
+    return text[:width] + ("…" if len(text) > width else "")
+
+
+def highlight(text: str, query: str) -> list[tuple[str, bool]]:
+    """`text` cut into (piece, matches) so a template can mark matching words without markup
+    in the data (it escapes every piece)."""
+    wanted = {stem(w) for w in words(query)}
+    out: list[tuple[str, bool]] = []
+    pos = 0
+    for match in WORD.finditer(text):
+        if stem(match.group()) in wanted:
+            if match.start() > pos:
+                out.append((text[pos:match.start()], False))
+            out.append((match.group(), True))
+            pos = match.end()
+    if pos < len(text):
+        out.append((text[pos:], False))
+    return out
+
+
+def index_document(db: sqlite_utils.Database, source: str, item: str, path: str, title: str,
+                   body: str) -> None:
+    """Put one page in the search box (replacing what was there for the same source/item/path)."""
+    body = body[:MAX_BODY]
+    with transaction(db):
+        old = db.execute("SELECT id FROM content_docs WHERE source = ? AND item = ? AND path = ?",
+                         [source, item, path]).fetchone()
+        if old:
+            db.execute("DELETE FROM content_fts WHERE rowid = ?", [old[0]])
+            db.execute("DELETE FROM content_docs WHERE id = ?", [old[0]])
+        cur = db.execute("INSERT INTO content_docs (source, item, path, title, body) VALUES (?, ?, ?, ?, ?)",
+                         [source, item, path, title, body])
+        db.execute("INSERT INTO content_fts (rowid, title, body) VALUES (?, ?, ?)",
+                   [cur.lastrowid, stems(title), stems(body)])
+
+
+def index_many(db: sqlite_utils.Database, source: str, item: str,
+               docs: Iterable[tuple[str, str, str]]) -> int:
+    """Index (path, title, body) documents of one item in one transaction; returns how many."""
+    n = 0
+    with transaction(db):
+        for path, title, body in docs:
+            index_document(db, source, item, path, title, body)
+            n += 1
+    return n
+
+
+def remove_documents(db: sqlite_utils.Database, source: str, item: str) -> None:
+    with transaction(db):
+        db.execute("DELETE FROM content_fts WHERE rowid IN (SELECT id FROM content_docs "
+                   "WHERE source = ? AND item = ?)", [source, item])
+        db.execute("DELETE FROM content_docs WHERE source = ? AND item = ?", [source, item])
+
+
+def search(db: sqlite_utils.Database, query: str, *, limit: int = 20,
+           items: Sequence[str] | None = None) -> list[Hit]:
+    """Our index, best first (bm25, titles weigh 5x the text), with snippets."""
+    match = fts_query(query)
+    if match is None:
+        return []
+    sql = ("SELECT d.source, d.item, d.path, d.title, d.body FROM content_fts f "
+           "JOIN content_docs d ON d.id = f.rowid WHERE content_fts MATCH ?")
+    args: list[object] = [match]
+    if items is not None:
+        sql += f" AND d.item IN ({','.join('?' * len(items))})"
+        args += list(items)
+    sql += " ORDER BY bm25(content_fts, 5.0, 1.0) LIMIT ?"
+    args.append(limit)
+    return [Hit(s, i, p, t, snippet(b, query)) for s, i, p, t, b in db.execute(sql, args).fetchall()]
+
+
+def suggest(db: sqlite_utils.Database, query: str, *, limit: int = 8,
+            items: Sequence[str] | None = None) -> list[Hit]:
+    """Titles whose words start with what was typed (the last word as a prefix)."""
+    match = fts_query(query, prefix=True)
+    if match is None:
+        return []
+    sql = ("SELECT d.source, d.item, d.path, d.title FROM content_fts f JOIN content_docs d "
+           "ON d.id = f.rowid WHERE content_fts MATCH ?")
+    args: list[object] = ["title : (" + match + ")"]
+    if items is not None:
+        sql += f" AND d.item IN ({','.join('?' * len(items))})"
+        args += list(items)
+    sql += " ORDER BY bm25(content_fts, 5.0, 1.0) LIMIT ?"
+    args.append(limit)
+    return [Hit(s, i, p, t) for s, i, p, t in db.execute(sql, args).fetchall()]

@@ -1,0 +1,125 @@
+"""The archive origin serving the real archives of ../shared/data/zim and ones built here."""
+
+import html
+import re
+import shutil
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from libzim.reader import Archive
+
+from appliance import config
+from appliance.content import demo, library, schema
+from appliance.content.origin import create_archive_app
+from appliance.content.store import ContentStore, sha256_file
+from appliance.portal import create_app
+from appliance.store import migrate, open_db
+
+ZIM = Path("/work/shared/data/zim")
+RAY = ZIM / "wikipedia_en_ray_charles_mini.zim"
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return config.from_dict({"appliance": {"id": "t", "state_dir": str(tmp_path / "state")},
+                             "content": {"root": str(tmp_path / "content")}})
+
+
+@pytest.fixture
+def store(cfg):
+    db = open_db(cfg.database_path)
+    migrate(db, schema.COMPONENT, schema.MIGRATIONS)
+    yield ContentStore(cfg.content.root, db)
+    db.conn.close()
+
+
+def test_every_ray_charles_article_is_reachable_and_links_resolve(cfg, store):
+    library.add_zim(store, RAY)
+    client = create_archive_app(cfg).test_client()
+    archive = Archive(str(RAY))
+    checked = 0
+    for i in range(archive.all_entry_count):
+        entry = archive._get_entry_by_id(i)
+        if not entry.path.startswith("A/"):
+            continue
+        response = client.get("/content/wikipedia_en_ray_charles/" + quote(entry.path, safe="/"))
+        assert response.status_code in (200, 302), entry.path
+        if response.status_code == 200:
+            assert "sandbox allow-scripts" in response.headers["Content-Security-Policy"]
+            assert "allow-same-origin" not in response.headers["Content-Security-Policy"]
+            for link in re.findall(r'(?:src|href)="(\.\./[^"#?]+|\./[^"#?]+)"', response.get_data(as_text=True)):
+                base = "/content/wikipedia_en_ray_charles/" + entry.path.rsplit("/", 1)[0] + "/"
+                from posixpath import normpath
+
+                target = quote(normpath(base + html.unescape(link)), safe="/")
+                assert client.get(target).status_code in (200, 302), (entry.path, link)
+            checked += 1
+    assert checked > 100
+
+
+def test_conditional_range_and_replacement(cfg, store, tmp_path):
+    library.add_zim(store, RAY)
+    client = create_archive_app(cfg).test_client()
+    url = "/content/wikipedia_en_ray_charles/A/Ray_Charles"
+    first = client.get(url)
+    etag = first.headers["ETag"]
+    assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
+    part = client.get(url, headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.data == first.data[10:20]
+    assert client.get(url, headers={"Range": "bytes=99999999-"}).status_code == 416
+    # Another archive under the same name: the old ETag must not answer 304.
+    demo_zim = demo.build_demo_zim(tmp_path / "demo.zim")
+    library.add_zim(store, demo_zim, name="wikipedia_en_ray_charles")
+    assert client.get("/content/wikipedia_en_ray_charles/Water_cycle", headers={"If-None-Match": etag}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["M/Title", "X/fulltext/xapian", "..%2F..%2Fetc%2Fpasswd", "../../etc/passwd",
+                                  "A/Nope", "A/%00", "A/%FF%FE", "-/../../x"])
+def test_hidden_missing_and_odd_paths_are_404(cfg, store, path):
+    library.add_zim(store, RAY)
+    assert create_archive_app(cfg).test_client().get("/content/wikipedia_en_ray_charles/" + path).status_code == 404
+
+
+def test_split_archive_new_layout_odd_paths_and_redirects(cfg, store, tmp_path):
+    (tmp_path / "build").mkdir()
+    built = demo.build_demo_zim(tmp_path / "build" / "demo.zim")
+    data = built.read_bytes()
+    split = tmp_path / "split"
+    split.mkdir()
+    for n, start in enumerate(range(0, len(data), 20_000)):
+        (split / f"demo.zim{'abcdefghijklmnop'[n // 16]}{'abcdefghijklmnop'[n % 16]}").write_bytes(data[start:start + 20_000])
+    item = library.add_zim(store, split / "demo.zimaa")
+    assert item.sha256 == sha256_file(built)
+    client = create_archive_app(cfg).test_client()
+    base = f"/content/{item.name}/"
+    assert client.get(base).location.endswith("/index.html")
+    assert client.get(base + quote("Fractions & decimals")).status_code == 200
+    assert client.get(base + quote("Круговорот_воды")).status_code == 200
+    assert client.get(base + "Hydrologic_cycle").location.endswith("/Water_cycle")
+    assert client.get(f"/random/{item.name}").status_code == 302
+
+
+def test_search_and_suggestions_across_archives_and_packs(cfg, store, tmp_path):
+    library.add_zim(store, RAY)
+    library.add_zim(store, demo.build_demo_zim(tmp_path / "demo.zim"))
+    library.add_pack(store, demo.build_demo_pack(tmp_path / "pack"), name="fractions_ru", language="ru")
+    client = create_app(cfg).test_client()
+    page = client.get("/search?q=soul+music").get_data(as_text=True)
+    assert "<mark>" in page and "Ray Charles" in page
+    page = client.get("/search?q=дробей").get_data(as_text=True)
+    assert "Дроби: первые шаги" in page
+    body = client.get("/suggest?q=geor").get_json()
+    assert any("Georgia" in s["title"] for s in body["suggestions"])
+    assert "'unsafe-inline'" not in client.get("/").headers["Content-Security-Policy"]
+
+
+def test_pack_files_with_range_and_traversal(cfg, store, tmp_path):
+    library.add_pack(store, demo.build_demo_pack(tmp_path / "pack"), name="fractions_ru")
+    client = create_archive_app(cfg).test_client()
+    assert client.get("/pack/fractions_ru/").location.endswith("/pack/fractions_ru/index.html")
+    audio = client.get("/pack/fractions_ru/media/tone.wav", headers={"Range": "bytes=0-3"})
+    assert audio.status_code == 206 and audio.data == b"RIFF"
+    assert client.get("/pack/fractions_ru/../../state/appliance.db").status_code == 404
+    shutil.rmtree(cfg.content.root / "blobs")
+    assert client.get("/pack/fractions_ru/index.html").status_code == 404

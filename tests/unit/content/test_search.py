@@ -1,0 +1,39 @@
+from appliance.content import search
+from appliance.content.search import Hit
+
+
+def test_russian_and_english_words_meet_their_stems():
+    assert search.stem("библиотеки") == search.stem("библиотека")
+    assert search.stem("running") == search.stem("runs")
+    assert search.stem("Ёлки") == search.stem("елки")
+
+
+def test_query_cannot_inject_fts_syntax():
+    assert search.fts_query('water" OR body:*') == '"water" "or" "bodi"'
+    assert search.fts_query("   ") is None
+
+
+def test_merge_ranks_hits_found_by_several_sources_first():
+    a = [Hit("zim", "w", "A/x", "X"), Hit("zim", "w", "A/y", "Y")]
+    b = [Hit("pack", "p", "i.html", "P", "snip"), Hit("zim", "w", "A/y", "Y", "why")]
+    merged = search.merge([a, b])
+    assert merged[0].path == "A/y"
+    assert merged[0].snippet == "why"
+    assert {h.path for h in merged} == {"A/x", "A/y", "i.html"}
+
+
+def test_snippet_and_highlight():
+    text = "Intro. " * 40 + "The water cycle moves water."
+    cut = search.snippet(text, "waters")
+    assert "water cycle" in cut and cut.startswith("…")
+    assert ("water", True) in search.highlight("The water cycle", "waters")
+
+
+def test_fts_index_finds_russian_forms(store):
+    search.index_document(store.db, "pack", "p", "a.html", "Круговорот воды", "испарение и осадки")
+    search.index_document(store.db, "pack", "p", "b.html", "Fractions", "one half")
+    assert [h.path for h in search.search(store.db, "круговорота")] == ["a.html"]
+    assert [h.path for h in search.search(store.db, "осадков")] == ["a.html"]
+    assert [h.title for h in search.suggest(store.db, "frac")] == ["Fractions"]
+    search.remove_documents(store.db, "pack", "p")
+    assert search.search(store.db, "fractions") == []
