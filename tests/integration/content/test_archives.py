@@ -3,7 +3,6 @@
 import html
 import re
 import shutil
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -15,8 +14,9 @@ from appliance.content.origin import create_archive_app
 from appliance.content.store import ContentStore, sha256_file
 from appliance.portal import create_app
 from appliance.store import migrate, open_db
+from tests.conftest import SHARED
 
-ZIM = Path("/work/shared/data/zim")
+ZIM = SHARED / "data" / "zim"
 RAY = ZIM / "wikipedia_en_ray_charles_mini.zim"
 
 

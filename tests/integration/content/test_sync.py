@@ -3,7 +3,6 @@
 import hashlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -14,6 +13,7 @@ from appliance.content.download import DownloadError, Limits, fetch
 from appliance.content.jobs import JobQueue
 from appliance.content.store import ContentStore
 from appliance.store import migrate, open_db
+from tests.conftest import SHARED
 
 
 class Upstream:
@@ -152,7 +152,7 @@ def test_a_bad_piece_is_fetched_again_alone(env, upstream, tmp_path):
 
 def test_too_little_space_stops_the_job_and_leaves_the_library_as_it_was(env, upstream, tmp_path):
     cfg, store, queue = env
-    library.add_zim(store, Path("/work/shared/data/zim/small.zim"))
+    library.add_zim(store, (SHARED / "data" / "zim" / "small.zim"))
     data = demo.build_demo_zim(tmp_path / "demo.zim").read_bytes()
     job = queue.enqueue("demo", "zim", upstream.put("/d.zim", data), sha256=hashlib.sha256(data).hexdigest(),
                         size=len(data))
@@ -164,8 +164,8 @@ def test_too_little_space_stops_the_job_and_leaves_the_library_as_it_was(env, up
 
 def test_a_corrupt_download_is_refused_and_the_old_version_kept(env, upstream, tmp_path):
     cfg, store, queue = env
-    library.add_zim(store, Path("/work/shared/data/zim/small.zim"), name="book")
-    bad = Path("/work/shared/data/zim/invalid/outofbounds_urlptrpos.zim").read_bytes()
+    library.add_zim(store, (SHARED / "data" / "zim" / "small.zim"), name="book")
+    bad = (SHARED / "data" / "zim" / "invalid/outofbounds_urlptrpos.zim").read_bytes()
     queue.enqueue("book", "zim", upstream.put("/b.zim", bad), sha256=hashlib.sha256(bad).hexdigest())
     assert sync.run(cfg, store, queue)["failed"] == 1
     assert library.get(store.db, "book").title == "Test ZIM file"

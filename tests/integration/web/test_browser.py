@@ -25,6 +25,7 @@ from appliance import config as config_module
 from appliance.fleet import payloads
 from appliance.harness.process import http_ok, wait_for
 from appliance.store import open_db
+from tests.conftest import SHARED
 from tests.integration.fleet.test_fleet_loop import fleet
 
 pytestmark = pytest.mark.integration
@@ -275,8 +276,8 @@ def test_portal_landing_page_fits_the_screen(appliance_config, start, open_tab, 
     db = open_db(cfg.database_path)
     migrate(db, schema.COMPONENT, schema.MIGRATIONS)
     store = ContentStore(cfg.content.root, db)
-    library.add_zim(store, Path("/work/shared/data/zim/wikipedia_en_ray_charles_mini.zim"))
-    library.add_zim(store, Path("/work/shared/data/zim/small.zim"))
+    library.add_zim(store, (SHARED / "data" / "zim" / "wikipedia_en_ray_charles_mini.zim"))
+    library.add_zim(store, (SHARED / "data" / "zim" / "small.zim"))
     # One long word must wrap on a phone, not widen the page.
     library.add_pack(store, demo.build_demo_pack(tmp_path / f"pack-{device}"),
                      title="PhysikFuerDieSekundarstufeZweiteAuflage2024")
@@ -506,7 +507,7 @@ def test_portal_switches_to_udmurt_on_a_phone(appliance_config, start, open_tab,
 
     db = open_db(cfg.database_path)
     migrate(db, schema.COMPONENT, schema.MIGRATIONS)
-    library.add_zim(ContentStore(cfg.content.root, db), Path("/work/shared/data/zim/small.zim"))
+    library.add_zim(ContentStore(cfg.content.root, db), (SHARED / "data" / "zim" / "small.zim"))
     db.conn.close()
     tab = open_tab(**PHONE)
     page = tab.page

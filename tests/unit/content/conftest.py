@@ -1,12 +1,12 @@
-from pathlib import Path
 
 import pytest
 
 from appliance.content import schema
 from appliance.content.store import ContentStore
 from appliance.store import migrate, open_db
+from tests.conftest import SHARED
 
-ZIM = Path("/work/shared/data/zim")
+ZIM = SHARED / "data" / "zim"
 
 
 @pytest.fixture

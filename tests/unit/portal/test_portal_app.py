@@ -1,9 +1,9 @@
-from pathlib import Path
 
 from appliance.content import library
 from appliance.portal import create_app
+from tests.conftest import SHARED
 
-ZIM = Path("/work/shared/data/zim")
+ZIM = SHARED / "data" / "zim"
 
 
 def test_landing_page_names_the_building_and_says_when_empty(cfg):

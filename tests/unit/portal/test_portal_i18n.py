@@ -3,6 +3,7 @@
 import re
 
 from appliance.portal import create_app
+from tests.conftest import SHARED
 
 
 def landing(client, **headers):
@@ -46,11 +47,10 @@ def test_a_bad_language_in_the_query_sets_no_cookie(cfg):
 
 
 def test_udmurt_gets_its_catalog_and_russian_number_formats(cfg, store_for):
-    from pathlib import Path
 
     from appliance.content import library
 
-    library.add_zim(store_for(cfg), Path("/work/shared/data/zim/wikipedia_en_ray_charles_mini.zim"))
+    library.add_zim(store_for(cfg), (SHARED / "data" / "zim" / "wikipedia_en_ray_charles_mini.zim"))
     page = landing(create_app(cfg).test_client(), **{"Accept-Language": "udm"})
     assert '<html lang="udm">' in page
     assert "Библиотекаын" in page and "In the library" not in page
