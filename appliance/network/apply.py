@@ -180,11 +180,22 @@ class DirectRunner:
             time.sleep(0.05)
         os.kill(pid, signal.SIGKILL)
 
+    def log(self, service: str) -> Path:
+        """Where the daemon's output goes (dnsmasq logs to stderr: `log-facility=-`)."""
+        return self.directory / f"{service}.log"
+
     def restart(self, service: str) -> None:
         self.stop(service)
         # The daemon forks and writes its pid file; a bad config makes it exit non-zero here.
-        subprocess.run(self.commands[service], check=True, capture_output=True, timeout=30,
-                       stdin=subprocess.DEVNULL)
+        # Its output goes to a file, not a pipe: the forked daemon keeps stderr open, and a pipe
+        # would never reach end-of-file.
+        with self.log(service).open("ab") as log:
+            result = subprocess.run(self.commands[service], stdout=log, stderr=log, timeout=30,
+                                    stdin=subprocess.DEVNULL, check=False)
+        if result.returncode != 0:
+            tail = self.log(service).read_text(errors="replace").strip().splitlines()[-1:]
+            raise subprocess.CalledProcessError(result.returncode, self.commands[service],
+                                                stderr="".join(tail))
 
     def reload(self, service: str) -> None:
         pid = self.pid(service)
