@@ -39,6 +39,15 @@ STRINGS = {
 }
 
 
+@bp.after_request
+def _referrer_policy(response: BaseResponse) -> BaseResponse:
+    # The app-wide `no-referrer` makes browsers send `Origin: null` with a form POST (Fetch:
+    # the origin is serialised as null under that policy), and the accept form's same-origin
+    # check would refuse every real browser. `same-origin` still leaks nothing to other sites.
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
 def _cfg() -> Config:
     cfg: Config = current_app.config["APPLIANCE_CONFIG"]
     return cfg
