@@ -139,8 +139,10 @@ class Lab:
         lock = _lock(self.directory / "lab.lock")
         try:
             self.check()
-            self.prepare()
             try:
+                # Inside: a part may build things while it configures (the classroom's
+                # namespaces), and stop() must undo them if anything later fails.
+                self.prepare()
                 self.start()
                 out(self.banner())
                 while not stop.wait(0.5):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.harness import fakeinternet as fi
-from appliance.harness.classroom import UPLINK, WLAN, Classroom, ClassroomError
+from appliance.harness.classroom import INET_DEV, UPLINK, WLAN, Classroom, ClassroomError
 from appliance.harness.netns import Namespace
 from appliance.harness.process import Process
 from appliance.lab.parts import (
@@ -46,6 +47,9 @@ PORTAL_PORT = 80
 CAPTIVE_PORT = 8081
 # The lab's classroom namespaces: `celab-pi`, `celab-inet`, `celab-phone1..3`.
 LAB_PREFIX = "celab"
+# The lab's helper socket: a Unix socket path must stay under 108 bytes, which a lab folder
+# deep in a home directory (or pytest's) does not.
+LAB_RUN_DIR = Path("/run") / LAB_PREFIX
 # Stopped after the agent (it may still ask the helper) and before the parts' own stop.
 STOP_NETWORK = STOP_APPLIANCE + 5
 # The processes of the network on the Pi, in start order: name -> `appliance` arguments.
@@ -230,7 +234,7 @@ class NetworkPart(LabPart):
         directory = slot.directory / "classroom"
         self.room = Classroom(LAB_PREFIX, workdir=directory / "room").start()
         pi = PiNetwork(self.room, directory, mode=str(ctx.options.get("mode", "terms")),
-                       appliance_id=slot.id)
+                       appliance_id=slot.id, run_dir=LAB_RUN_DIR)
         self.pi_network = pi
         pi.socket.parent.mkdir(parents=True, exist_ok=True)
         (directory / "content").mkdir(parents=True, exist_ok=True)
@@ -261,6 +265,8 @@ class NetworkPart(LabPart):
                            check=False, timeout=60)
         if result.returncode != 0:
             raise LabError(f"network apply failed in the classroom: {result.stderr.strip()}")
+        # Every phone takes its lease now, so the banner's commands work at once.
+        pi.room.dhcp_all(timeout=15)
         if ctx.options.get("offline"):
             pi.room.cut_uplink()
         mgmt = pi.room.pi_management_address
@@ -276,6 +282,7 @@ class NetworkPart(LabPart):
             self.pi_network.stop_dnsmasq()
         if self.room is not None:
             self.room.close()
+        shutil.rmtree(LAB_RUN_DIR, ignore_errors=True)
 
     def _pi(self) -> PiNetwork:
         if self.pi_network is None:
@@ -294,20 +301,21 @@ class NetworkPart(LabPart):
 
     def hints(self, ctx: LabContext) -> list[str]:
         pi = self._pi()
-        phone = pi.room.phones[0].name
-        ios = probes.USER_AGENTS["ios"]
+        room = pi.room
+        phone = room.phones[0]
+        ios = shlex.quote(probes.USER_AGENTS["ios"])
         probe = "http://captive.apple.com/hotspot-detect.html"
         config = ctx.slots[0].config_path
+        inet = f"ip netns exec {room.inet.name}"
         return [
-            "act as a phone (take a lease, probe, accept the terms, probe again):",
-            f"  ip netns exec {phone} busybox udhcpc -q -n -i {WLAN} -s {pi.room.udhcpc_hook}",
-            f"  ip netns exec {phone} curl -si -A {shlex.quote(ios)} {probe}",
-            f"  ip netns exec {phone} curl -si -X POST -H 'Origin: http://{PORTAL_NAME}' "
+            f"act as a phone ({phone.name} has a lease; every phone is at {phone.short}'s place):",
+            f"  ip netns exec {phone.name} curl -si -A {ios} {probe}",
+            f"  ip netns exec {phone.name} curl -si -X POST -H 'Origin: http://{PORTAL_NAME}' "
             f"http://{PORTAL_NAME}/captive/accept",
-            f"  ip netns exec {phone} curl -si -A {shlex.quote(ios)} {probe}",
-            "cut and restore the uplink while it runs:",
-            f"  {display_command()} --config {config} network uplink cut   (or restore)",
-            f"sessions: ip netns exec {pi.pi.name} {display_command()} --config {config} "
-            "network sessions list",
+            f"  ip netns exec {phone.name} curl -si -A {ios} {probe}",
+            f"  {display_command()} --config {config} network sessions list",
+            "cut the uplink, and restore it:",
+            f"  {inet} ip link set {INET_DEV} down",
+            f"  {inet} ip link set {INET_DEV} up && {inet} ip -6 route replace {room.subnet6} "
+            f"via {fi.PI_UPLINK6} dev {INET_DEV}",
         ]
-
