@@ -328,7 +328,7 @@ class NetworkSection:
     portal_mode: Literal["open", "terms"] = "terms"
     terms_file: Path | None = None
     session_hours: float = field(
-        default=10.0, metadata=rule(lambda v: _check(0.01 <= v <= 168, "must be 0.01-168 hours")))
+        default=10.0, metadata=rule(lambda v: _check(0.001 <= v <= 168, "must be 0.001-168 hours")))
     trusted_macs: tuple[str, ...] = field(default=(), metadata=rule(each=_mac))
     walled_garden: tuple[str, ...] = field(default=(), metadata=rule(each=_hostname))
     captured_address: str = field(default="198.51.100.1", metadata=rule(_captured))

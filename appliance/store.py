@@ -119,6 +119,13 @@ def migrate(db: sqlite_utils.Database, component: str, migrations: Sequence[Migr
     applied = []
     for m in pending(db, component, migrations):
         with transaction(db) as conn:
+            # Another process (a console worker beside the ingest worker) may have applied it
+            # between pending() and this write lock: look again now that the lock is ours.
+            if conn.execute(
+                "SELECT 1 FROM _migrations WHERE component = ? AND version = ?",
+                [component, m.version],
+            ).fetchone():
+                continue
             if isinstance(m.apply, str):
                 for statement in _split_sql(m.apply):
                     conn.execute(statement)

@@ -1,7 +1,9 @@
 """The fleet's part of the lab: the broker (mutual TLS, ACL from Topics) and each appliance's agent.
 
 Offers the fact `mqtt`: a function from a client identity to its [mqtt] section (a certificate of
-its own, whose CN is the identity), for the parts after it.
+its own, whose CN is the identity), for the parts after it. Reads the fact `broker_hosts` (a list
+of extra addresses, e.g. the virtual classroom's management link) at start, so any part may add
+to it while it configures: the broker listens there too, and its certificate names them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class FleetPart(LabPart):
 
     def __init__(self) -> None:
         self.broker: Mosquitto | None = None
-        self.tls: BrokerTls | None = None
+        self.ca: CertificateAuthority | None = None
 
     def broker_port(self, ctx: LabContext) -> int:
         return ctx.base_port
@@ -35,9 +37,7 @@ class FleetPart(LabPart):
         # Mutual TLS and the broker's ACL, as in production: each process has its own
         # certificate, whose CN is its identity.
         ca = CertificateAuthority.open(ctx.directory / "pki", name="Classroom Edge lab CA")
-        server = ca.issue("broker", server_names=(ctx.host, "localhost"))
-        self.tls = BrokerTls(ca.ca_file, server.cert, server.key,
-                             acl=Topics().broker_acl([ingest_identity()]))
+        self.ca = ca
 
         def mqtt(identity: str) -> dict[str, object]:
             pair = ca.issue(identity)
@@ -57,10 +57,14 @@ class FleetPart(LabPart):
                                       "clock_source": "host"}
 
     def start(self, ctx: LabContext) -> None:
-        if self.tls is None:
+        if self.ca is None:
             raise LabError("the lab must be prepared before it starts")
+        extra = tuple(ctx.facts.get("broker_hosts", ()))
+        server = self.ca.issue("broker", server_names=(ctx.host, "localhost", *extra))
+        tls = BrokerTls(self.ca.ca_file, server.cert, server.key,
+                        acl=Topics().broker_acl([ingest_identity()]))
         self.broker = Mosquitto(ctx.directory / "broker", port=self.broker_port(ctx),
-                                persistence=True, tls=self.tls).start()
+                                persistence=True, tls=tls, extra_hosts=extra).start()
 
     def services(self, ctx: LabContext) -> list[Service]:
         return [Service(f"{slot.id} agent", ctx.command(slot.config_path, "agent"),
@@ -72,7 +76,8 @@ class FleetPart(LabPart):
             self.broker.stop()
 
     def banner(self, ctx: LabContext) -> list[str]:
-        lines = [f"  broker    mqtts://{ctx.host}:{self.broker_port(ctx)}   "
+        extra = "".join(f", {h}" for h in ctx.facts.get("broker_hosts", ()))
+        lines = [f"  broker    mqtts://{ctx.host}:{self.broker_port(ctx)}{extra}   "
                  f"(mutual TLS; certificates in {ctx.directory / 'pki'})"]
         for slot in ctx.slots:
             lines.append(f"  agent     {slot.id}; agent pid {ctx.service(f'{slot.id} agent').pid}")

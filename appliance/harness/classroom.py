@@ -443,9 +443,9 @@ class Classroom:
         inet.sysctl(f"net.ipv6.conf.{INET_DEV}.keep_addr_on_down", 1)
         pi.run("ip", "addr", "add", f"{fi.PI_UPLINK6}/64", "dev", UPLINK, "nodad")
         inet.run("ip", "addr", "add", f"{fi.INET_GATEWAY6}/64", "dev", INET_DEV, "nodad")
-        for address in (fi.DNS4, fi.WEB4, fi.SENTINEL4):
+        for address in (fi.DNS4, fi.WEB4, fi.SENTINEL4, fi.GARDEN4):
             inet.run("ip", "addr", "add", f"{address}/32", "dev", "lo")
-        for address in (fi.DNS6, fi.WEB6, fi.SENTINEL6):
+        for address in (fi.DNS6, fi.WEB6, fi.SENTINEL6, fi.GARDEN6):
             inet.run("ip", "addr", "add", f"{address}/128", "dev", "lo")
         pi.run("ip", "route", "add", "default", "via", fi.INET_GATEWAY4, "dev", UPLINK)
         pi.run("ip", "-6", "route", "add", "default", "via", fi.INET_GATEWAY6, "dev", UPLINK)
@@ -507,7 +507,8 @@ class Classroom:
             "dns": [*python, "dns", "--bind", fi.DNS4, "--bind", fi.DNS6],
             "web": [*python, "web", "--port", "80", "--tls-port", "443", "--cert", str(pair.cert),
                     "--key", str(pair.key),
-                    *(a for addr in (fi.WEB4, fi.WEB6, fi.SENTINEL4, fi.SENTINEL6)
+                    *(a for addr in (fi.WEB4, fi.WEB6, fi.SENTINEL4, fi.SENTINEL6, fi.GARDEN4,
+                                     fi.GARDEN6)
                       for a in ("--bind", addr))],
         }
         started = []

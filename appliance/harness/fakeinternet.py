@@ -5,14 +5,15 @@ Both run in the classroom's "inet" namespace (see `appliance.harness.classroom`)
 
 - DNS (UDP and TCP, port 53): every probe host of `appliance.network.probes` -> the web server's
   WEB4 / WEB6; `dns.msftncsi.com` -> what Microsoft really publishes (131.107.255.255,
-  fd3e:4f5a:5b81::1); ANY other name -> the sentinel SENTINEL4 / SENTINEL6, so a test can tell
+  fd3e:4f5a:5b81::1); GARDEN_HOST -> GARDEN4 / GARDEN6 (a walled garden's own addresses); ANY
+  other name -> the sentinel SENTINEL4 / SENTINEL6, so a test can tell
   that this server answered (and not the Pi's own local answers). Types other than A and AAAA
   get an empty NOERROR answer (NODATA). Malformed packets get FORMERR (or nothing, when not even
   the header parses); they never stop the server.
 - Web (port 80, and 443 with a certificate of the classroom's own CA): each probe URL -> its exact
   online answer (the Android HTTPS probe on 443 too); a login trigger (Windows `/redirect`,
   Kindle `wifiredirect.html`) -> 302 to LOGIN_TRIGGER_LOCATION; any other URL -> 200
-  `page_for(host)` ("fake internet: <host>"). The web server also listens on the sentinel
+  `page_for(host)` ("fake internet: <host>"). The web server also listens on the garden's and the sentinel
   addresses, so any name the fake DNS resolves loads a page.
 
 The DNS and HTTP logic is pure (`dns_answer`, `web_answer`); only `serve_*` and `main` touch
@@ -57,6 +58,11 @@ WEB4 = "203.0.113.80"
 WEB6 = "2001:db8:113::80"
 SENTINEL4 = "203.0.113.99"
 SENTINEL6 = "2001:db8:113::99"
+# A name with addresses of its own (neither a probe's nor the sentinel): a walled garden to put
+# in front of a phone not yet accepted, without opening the sentinel that every other name gets.
+GARDEN_HOST = "garden.example"
+GARDEN4 = "203.0.113.44"
+GARDEN6 = "2001:db8:113::44"
 # What Microsoft publishes for its NCSI DNS check name (AAAA alongside the A of probes.py).
 MSFT_NCSI_DNS_ADDRESS6 = "fd3e:4f5a:5b81::1"
 # Where the fake internet sends a login trigger (the real ones redirect to a vendor's page).
@@ -162,6 +168,8 @@ def resolve(name: str, qtype: int) -> list[str]:
         return [MSFT_NCSI_DNS_ADDRESS if v4 else MSFT_NCSI_DNS_ADDRESS6]
     if name in ALL_PROBE_HOSTS:
         return [WEB4 if v4 else WEB6]
+    if name == GARDEN_HOST:
+        return [GARDEN4 if v4 else GARDEN6]
     return [SENTINEL4 if v4 else SENTINEL6]
 
 

@@ -30,11 +30,14 @@ from appliance.lab.parts import (
     display_command,
     write_toml,
 )
+from appliance.network.lab import NetworkPart
 from appliance.portal.lab import PortalPart
 
 # Every capability's part, in start order (a part may use facts of the parts before it); a new
-# capability adds its part here.
-PARTS: tuple[PartFactory, ...] = (FleetPart, ConsolePart, PortalPart, ContentPart, DevicesPart)
+# capability adds its part here. The classroom comes last: it moves the first appliance's
+# portal and agent into its Pi namespace, changing what the parts before it configured.
+PARTS: tuple[PartFactory, ...] = (FleetPart, ConsolePart, PortalPart, ContentPart, DevicesPart,
+                                   NetworkPart)
 
 __all__ = ["PARTS", "Lab", "LabError"]
 
@@ -139,8 +142,10 @@ class Lab:
         lock = _lock(self.directory / "lab.lock")
         try:
             self.check()
-            self.prepare()
             try:
+                # Inside: a part may build things while it configures (the classroom's
+                # namespaces), and stop() must undo them if anything later fails.
+                self.prepare()
                 self.start()
                 out(self.banner())
                 while not stop.wait(0.5):

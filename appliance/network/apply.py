@@ -180,11 +180,22 @@ class DirectRunner:
             time.sleep(0.05)
         os.kill(pid, signal.SIGKILL)
 
+    def log(self, service: str) -> Path:
+        """Where the daemon's output goes (dnsmasq logs to stderr: `log-facility=-`)."""
+        return self.directory / f"{service}.log"
+
     def restart(self, service: str) -> None:
         self.stop(service)
         # The daemon forks and writes its pid file; a bad config makes it exit non-zero here.
-        subprocess.run(self.commands[service], check=True, capture_output=True, timeout=30,
-                       stdin=subprocess.DEVNULL)
+        # Its output goes to a file, not a pipe: the forked daemon keeps stderr open, and a pipe
+        # would never reach end-of-file.
+        with self.log(service).open("ab") as log:
+            result = subprocess.run(self.commands[service], stdout=log, stderr=log, timeout=30,
+                                    stdin=subprocess.DEVNULL, check=False)
+        if result.returncode != 0:
+            tail = self.log(service).read_text(errors="replace").strip().splitlines()[-1:]
+            raise subprocess.CalledProcessError(result.returncode, self.commands[service],
+                                                stderr="".join(tail))
 
     def reload(self, service: str) -> None:
         pid = self.pid(service)
@@ -218,6 +229,18 @@ def _set_sysctl(name: str, value: str) -> None:
         path.write_text(value)
 
 
+def _own_like_state_dir(cfg: Config, directory: Path) -> None:
+    """Give `render_dir` to the state directory's owner (the `appliance` user on a Pi): `apply`
+    runs as root, but the helper rewrites the local answers there and dnsmasq, dropped to that
+    user, writes its leases there."""
+    try:
+        owner = cfg.appliance.state_dir.stat()
+    except OSError:
+        return
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        os.chown(directory, owner.st_uid, owner.st_gid)
+
+
 def configure_interface(cfg: Config) -> None:
     """The Pi's classroom addresses and forwarding (idempotent)."""
     net = cfg.network
@@ -239,7 +262,8 @@ def apply(cfg: Config, runner: Runner | None = None) -> Applied:
     runner = runner or runner_for(cfg)
     directory = render.render_dir(cfg)
     directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o755)  # noqa: S103 - dnsmasq drops to nobody and re-reads answers
+    os.chmod(directory, 0o755)  # noqa: S103 - dnsmasq drops privileges and re-reads answers
+    _own_like_state_dir(cfg, directory)
     old = {f.name: (directory / f.name).read_text() if (directory / f.name).exists() else None
            for f in files}
     changed = {f.name for f in files if old[f.name] != f.text}

@@ -34,9 +34,10 @@ from appliance.network.verbs import Caller, Refused, Request
 
 log = logging.getLogger("appliance.network.helper")
 TICK = 2.0
+SYS_CLASS_NET = Path("/sys/class/net")
 
 
-def uplink_online(uplink: str, sys_class_net: Path = Path("/sys/class/net")) -> bool:
+def uplink_online(uplink: str, sys_class_net: Path = SYS_CLASS_NET) -> bool:
     """Whether the uplink has carrier (a cable, a link partner); what decides online answers."""
     try:
         return (sys_class_net / uplink / "carrier").read_text().strip() == "1"

@@ -12,6 +12,7 @@ place a translation replaces them. The helper, not this process, changes the fir
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -36,6 +37,15 @@ STRINGS = {
     "default_terms": "Use this network for school work.\n\nBe kind and respectful online.\n\n"
                      "Do not share your passwords.",
 }
+
+
+@bp.after_request
+def _referrer_policy(response: BaseResponse) -> BaseResponse:
+    # The app-wide `no-referrer` makes browsers send `Origin: null` with a form POST (Fetch:
+    # the origin is serialised as null under that policy), and the accept form's same-origin
+    # check would refuse every real browser. `same-origin` still leaks nothing to other sites.
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
 
 
 def _cfg() -> Config:
@@ -67,6 +77,18 @@ def same_origin(origin: str | None, referer: str | None, host: str, portal_name:
     return netloc in {host.lower(), portal_name.lower()} and bool(netloc)
 
 
+def client_ip() -> str:
+    """The phone's address as the helper knows it: an IPv4 client of a dual-stack listener
+    (`[portal] listen = "::"`) arrives as ::ffff:a.b.c.d."""
+    raw = str(request.remote_addr)
+    try:
+        addr = ipaddress.ip_address(raw)
+    except ValueError:
+        return raw
+    mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+    return str(mapped or addr)
+
+
 def _status(ip: str) -> dict[str, object] | None:
     try:
         result: dict[str, object] = call(_cfg().network.helper.socket, "session-status", {"ip": ip})
@@ -92,9 +114,9 @@ def accept() -> BaseResponse:
                        request.host, net.portal_name):
         abort(403)
     try:
-        call(net.helper.socket, "session-accept", {"ip": str(request.remote_addr)})
+        call(net.helper.socket, "session-accept", {"ip": client_ip()})
     except HelperError as exc:
-        current_app.logger.warning("session-accept for %s failed: %s", request.remote_addr, exc)
+        current_app.logger.warning("session-accept for %s failed: %s", client_ip(), exc)
         return Response(render_template("captive_online.html", s=STRINGS, failed=True),
                         status=503)
     return redirect("/captive/done", code=302)
@@ -109,7 +131,7 @@ def done() -> str:
 def api() -> Response:
     """RFC 8908: captive, user-portal-url, seconds-remaining, can-extend-session."""
     net = _cfg().network
-    status = _status(str(request.remote_addr)) or {"accepted": False, "seconds_remaining": 0}
+    status = _status(client_ip()) or {"accepted": False, "seconds_remaining": 0}
     scheme = "https" if net.tls_cert is not None else "http"
     body: dict[str, object] = {"captive": not status.get("accepted"),
                                "user-portal-url": f"{scheme}://{net.portal_name}/captive/"}

@@ -25,6 +25,8 @@ from appliance.config import Config, NetworkSection
 from appliance.network import answers
 
 TABLE = "classroom"
+# The system user every service of ours runs as (systemd/README.md).
+SERVICE_USER = "appliance"
 HOSTAPD = "hostapd.conf"
 DNSMASQ = "dnsmasq.conf"
 RULESET = "classroom.nft"
@@ -156,8 +158,13 @@ def dnsmasq_conf(cfg: Config, directory: Path) -> str:
     ]
     if net.services == "direct":
         # The lab's and tests' folders are private to root; dnsmasq, dropping to nobody, could
-        # not re-read the answers there. Under systemd the unit's user gets read access instead.
+        # not re-read the answers there.
         lines.append("user=root")
+    else:
+        # Under systemd it drops to the services' user: it then reads the answers and writes
+        # its leases in render_dir (owned by that user), and the helper, running as that user
+        # too, may SIGHUP it (`dns-reload`).
+        lines += [f"user={SERVICE_USER}", f"group={SERVICE_USER}"]
     if net.tls_cert is not None:
         # RFC 8910: the captive-portal API URI. Quoted, or dnsmasq reads "xx:yy" as hex bytes.
         lines.append(f'dhcp-option=114,"{api_url(net)}"')

@@ -5,8 +5,9 @@ ruleset reload, after a reboot). Each session keeps two expiries: the wall clock
 CLOCK_BOOTTIME with the boot's id. Within one boot the boot-time expiry is exact whatever the
 wall clock does; after a reboot only the wall clock is left, and it may be wrong (no RTC on a
 Pi until NTP syncs), so the remaining time is capped at the session length: a session can
-never come back longer than it was granted. (When `appliance/clock.py` lands, a trusted clock
-can lift that cap; see docs/network.md.)
+never come back longer than it was granted. With a trusted clock (`appliance/clock.py`) the cap
+changes nothing (a wall-clock expiry is never more than a session length ahead), so no clock
+state is needed here; see docs/network.md, "Sessions across restarts".
 """
 
 from __future__ import annotations

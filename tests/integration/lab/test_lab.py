@@ -102,3 +102,50 @@ def test_lab_runs_a_fleet_and_stops_cleanly(tmp_path):
     assert "lab: stopped" in out
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
     assert not port_open("127.0.0.1", base_port)
+
+
+def test_lab_with_a_classroom_puts_a_phone_behind_the_portal_and_cleans_up(tmp_path):
+    from appliance.harness.netns import namespaces
+    from appliance.network.probes import USER_AGENTS
+
+    base_port = free_base_port()
+    lab = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "lab", "--dir", str(tmp_path / "lab"), "--appliances",
+         "1", "--base-port", str(base_port), "--interval", "1", "--classroom"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+    )
+    phone = "celab-phone1"
+    probe = "http://captive.apple.com/hotspot-detect.html"
+
+    def curl(*args):
+        out = subprocess.run(["ip", "netns", "exec", phone, "curl", "-s", "-o", "/dev/null", "-w",
+                              "%{http_code} %{redirect_url}", "--max-time", "5", *args],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip()
+
+    try:
+        lines = []
+        for line in lab.stdout:
+            lines.append(line)
+            if "lists every command" in line:
+                break
+        banner = "".join(lines)
+        assert "classroom celab-pi" in banner, banner
+        assert f"ip netns exec {phone} curl -si -A" in banner
+        assert {"celab-pi", "celab-inet", phone} <= set(namespaces())
+        ios = USER_AGENTS["ios"]
+        assert curl("-A", ios, probe) == "302 http://classroom.internal/captive/"
+        assert curl("-X", "POST", "-H", "Origin: http://classroom.internal",
+                    "http://classroom.internal/captive/accept").startswith("302 ")
+        assert curl("-A", ios, probe) == "200"
+        # The agent in the Pi namespace reaches the lab's broker over the management link.
+        password = re.search(r"password: (\S+)", banner).group(1)
+        console = f"http://127.0.0.1:{base_port + 1}"
+        opener = sign_in(console, password)
+        wait_for(lambda: json.loads(opener.open(console + "/api/fleet").read())["counts"]["online"]
+                 == 1, timeout=30, what="the classroom's agent online")
+    finally:
+        lab.send_signal(signal.SIGINT)
+        out, _ = lab.communicate(timeout=90)
+    assert lab.returncode == 0, out
+    assert not [n for n in namespaces() if n.startswith("celab-")]

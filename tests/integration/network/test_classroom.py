@@ -1,312 +1,342 @@
-"""The classroom network for real, in namespaces: phones lease from the rendered dnsmasq, the
-probes are redirected before acceptance and answered online after, HTTPS is reset, DNS is the
-Pi's, phones reach neither each other nor the Pi's SSH, revocation cuts at once, and sessions
-come back after the helper restarts. One classroom for the module (building it costs seconds).
+"""The classroom network for real, on the shared virtual classroom (conftest.py): phones lease
+from the rendered dnsmasq; every probe, with its OS's User-Agent, is redirected before
+acceptance and answered online after, in `terms` and `open` mode, with the uplink up and cut;
+HTTPS is reset; DNS to anyone is the Pi's; the walled garden is all a phone not accepted
+reaches; sessions end at once when revoked or expired and come back after restarts.
+
+Phones: phone1 accepts through the portal (and is revoked later), phone2 is never accepted
+until the expiry test, phone3 is the one whose session must survive restarts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from appliance.harness.netns import Network
-from appliance.harness.process import write_config
+from appliance.harness import fakeinternet as fi
+from appliance.harness.process import wait_for
 from appliance.network import probes
+from appliance.network.lab import PORTAL_NAME
+
+from .conftest import Room, dns_query, raw_http
 
 pytestmark = pytest.mark.integration
 
-UDHCPC_SCRIPT = """#!/bin/sh
-# Our own udhcpc hook: configures the phone's interface only, never the host's resolver.
-case "$1" in
-  bound|renew) ip addr replace "$ip/${mask:-24}" dev "$interface"
-               ip route replace default via "$router" ;;
-esac
-"""
-
-FAKE_INTERNET = """
-import sys, socket
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from appliance.network import probes
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-    def do_GET(self):
-        a = probes.online_answer(self.headers.get("Host", ""), self.path.split("?")[0])
-        if a is None:
-            a = probes.Answer(200, b"the internet", "text/plain")
-        self.send_response(a.status)
-        for k, v in a.headers: self.send_header(k, v)
-        if a.content_type: self.send_header("Content-Type", a.content_type)
-        self.send_header("Content-Length", str(len(a.body)))
-        self.end_headers()
-        if a.status != 204: self.wfile.write(a.body)
-    def log_message(self, *a): pass
-class S(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-    def server_bind(self):
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
-S(("::", 80), H).serve_forever()
-"""
+PORTAL = f"http://{PORTAL_NAME}/captive/"
+HTTP_PROBES = [p for p in probes.PROBES if not p.https]
+BROWSER = Path(__file__).with_name("captive_browser.py")
+# Where a person looks at the pictures after a run.
+SHOTS = Path("/tmp/browser-shots")
+# Where the captive responder sends an accepted phone's login trigger (Windows' /redirect).
+FRONT_PAGE = f"http://{PORTAL_NAME}/"
+CAPTURED = "198.51.100.1"
 
 
-def dns_query(ns, server: str, name: str, *, tcp: bool = False) -> list[str]:
-    """A/AAAA answers from `server`, asked from inside namespace `ns` (python, no dig needed)."""
-    code = f"""
-import socket, struct, json
-labels = b"".join(bytes([len(l)]) + l.encode() for l in {name!r}.split("."))
-q = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0) + labels + b"\\0" + struct.pack(">HH", 1, 1)
-if {tcp!r}:
-    s = socket.create_connection(({server!r}, 53), timeout=3); s.sendall(struct.pack(">H", len(q)) + q)
-    n = struct.unpack(">H", s.recv(2))[0]; d = b""
-    while len(d) < n: d += s.recv(n - len(d))
-else:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
-    s.sendto(q, ({server!r}, 53)); d = s.recv(4096)
-an = struct.unpack(">H", d[6:8])[0]; i = 12
-while d[i]: i += d[i] + 1
-i += 5; out = []
-for _ in range(an):
-    i += 2 if d[i] & 0xC0 == 0xC0 else 0
-    t, c, ttl, ln = struct.unpack(">HHIH", d[i:i+10]); i += 10
-    if t == 1: out.append(socket.inet_ntoa(d[i:i+4]))
-    i += ln
-print(json.dumps(out))
-"""
-    result = ns.run(sys.executable, "-c", code, check=False)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+def ua(probe: probes.Probe) -> str:
+    return probes.USER_AGENTS.get(probe.platform, probes.USER_AGENTS["ubuntu"])
 
 
-class Classroom:
-    def __init__(self, tmp: Path, mode: str = "terms") -> None:
-        self.tmp = tmp
-        self.net = Network()
-        self.procs: list[subprocess.Popen[bytes]] = []
-        net = self.net
-        self.pi, self.inet = net.add("pi"), net.add("inet")
-        self.phones = [net.add("p1"), net.add("p2")]
-        net.link("pi", "inet", "203.0.113.2/24", "203.0.113.1/24", a_dev="up0", b_dev="wan0")
-        self.pi.run("ip", "addr", "add", "2001:db8:113::2/64", "dev", "up0", "nodad")
-        self.inet.run("ip", "addr", "add", "2001:db8:113::1/64", "dev", "wan0", "nodad")
-        self.inet.run("ip", "addr", "add", "203.0.113.53/32", "dev", "wan0")
-        self.pi.run("ip", "route", "add", "default", "via", "203.0.113.1")
-        self.pi.run("ip", "-6", "route", "add", "default", "via", "2001:db8:113::1")
-        self.seg = net.segment("wlan", "p1", "p2", owner="pi", isolated=True,
-                               subnet4="10.42.0.0/24", subnet6="fd42:ce::/64")
-        self.state = tmp / "state"
-        # The socket where an unprivileged caller (nobody) can reach it: pytest's folders are 0700.
-        self.run_dir = Path(tempfile.mkdtemp(prefix="classroom-helper-"))
-        self.run_dir.chmod(0o755)
-        self.socket = self.run_dir / "helper.sock"
-        self.config = write_config(
-            tmp / "appliance.toml",
-            appliance={"id": "classroom-test", "state_dir": str(self.state)},
-            network={"access_point": "external", "interface": "wlan", "uplink": "up0",
-                     "portal_mode": mode, "services": "direct", "session_hours": 1.0,
-                     "render_dir": str(tmp / "render"), "walled_garden": ["garden.example"],
-                     "helper": {"socket": str(self.socket), "session_accept": ["root"],
-                                "session_status": ["root"], "session_revoke": ["root"],
-                                "session_list": ["root"], "dns_reload": ["root"]}},
-        )
-        self.appliance("network", "apply")
-        self.procs.append(self.inet.popen(sys.executable, "-c", FAKE_INTERNET,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        self.start_helper()
-        with (tmp / "captive.log").open("ab") as log:
-            self.procs.append(self.pi.popen(*self.command("network", "captive"), stdout=log,
-                                            stderr=subprocess.STDOUT))
-        hook = tmp / "udhcpc.sh"
-        hook.write_text(UDHCPC_SCRIPT)
-        hook.chmod(0o755)
-        for phone in self.phones:
-            phone.run("busybox", "udhcpc", "-f", "-q", "-n", "-t", "5", "-i", "eth0", "-s", str(hook),
-                      timeout=30)
-        self.wait_port(self.pi, "10.42.0.1", 8081)
-        self.wait_port(self.inet, "203.0.113.1", 80)
-
-    def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "appliance", "--config", str(self.config), *args]
-
-    def appliance(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.pi.run(*self.command(*args), check=False, timeout=60)
-
-    def start_helper(self) -> None:
-        with (self.tmp / "helper.log").open("ab") as log:
-            self.helper = self.pi.popen(*self.command("network", "helper"), stdout=log,
-                                        stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while not self.socket.exists():
-            assert time.monotonic() < deadline, (self.tmp / "helper.log").read_text()
-            time.sleep(0.05)
-
-    def stop_helper(self) -> None:
-        self.helper.terminate()
-        self.helper.wait(10)
-
-    def wait_port(self, ns, host: str, port: int) -> None:
-        code = f"import socket; socket.create_connection(({host!r}, {port}), timeout=1).close()"
-        deadline = time.monotonic() + 10
-        while ns.run(sys.executable, "-c", code, check=False).returncode != 0:
-            assert time.monotonic() < deadline, f"{host}:{port} never answered"
-            time.sleep(0.1)
-
-    def ip_of(self, phone) -> str:
-        out = json.loads(phone.run("ip", "-j", "-4", "addr", "show", "dev", "eth0").stdout)
-        return out[0]["addr_info"][0]["local"]
-
-    def curl(self, phone, url: str, ua: str = "", resolve: str = "203.0.113.1", *extra: str):
-        host = url.split("/")[2]
-        port = "443" if url.startswith("https") else "80"
-        result = phone.run("curl", "-s", "-o", "-", "-w", "\n%{http_code} %{redirect_url}",
-                           "--max-time", "5", "-A", ua, "--resolve", f"{host}:{port}:{resolve}",
-                           *extra, url, check=False, timeout=15)
-        body, _, tail = result.stdout.rpartition("\n")
-        code, _, location = tail.partition(" ")
-        return result.returncode, int(code or 0), location.strip(), body
-
-    def helper_call(self, verb: str, **args: str):
-        code = (f"import json; from appliance.network.client import call; "
-                f"print(json.dumps(call({str(self.socket)!r}, {verb!r}, {args!r})))")
-        return json.loads(self.pi.run(sys.executable, "-c", code).stdout)
-
-    def close(self) -> None:
-        for p in [*self.procs, self.helper]:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-        pid_file = self.tmp / "render" / "dnsmasq.pid"
-        if pid_file.exists():
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pid_file.read_text()), 15)
-        self.net.close()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+def assert_redirected(results, what):
+    for probe, got in zip(HTTP_PROBES, results, strict=True):
+        where = f"{what}: {probe.url} ({probe.platform})"
+        assert got["status"] == 302, where
+        assert got["headers"]["location"] == PORTAL, where
+        assert got["headers"]["cache-control"] == "no-store", where
+        assert got["headers"]["connection"] == "close", where
+        assert got["closed"], f"{where}: the connection stayed open"
 
 
-@pytest.fixture(scope="module")
-def classroom(tmp_path_factory) -> Iterator[Classroom]:
-    room = Classroom(tmp_path_factory.mktemp("classroom"))
-    yield room
-    room.close()
-
-
-def test_phones_lease_from_the_rendered_dnsmasq(classroom):
-    ips = [classroom.ip_of(p) for p in classroom.phones]
-    assert all(ip.startswith("10.42.0.") for ip in ips) and len(set(ips)) == 2
-    leases = (classroom.tmp / "render" / "dnsmasq.leases").read_text()
-    assert all(ip in leases for ip in ips)
-
-
-def test_the_flow_before_and_after_acceptance(classroom):
-    phone = classroom.phones[0]
-    http_probes = [p for p in probes.PROBES if not p.https]
-    for probe in http_probes:
-        rc, code, location, _ = classroom.curl(phone, probe.url, probes.USER_AGENTS.get(probe.platform, ""))
-        assert (code, location) == (302, "http://classroom.internal/captive/"), probe.url
-    # HTTPS of a client not accepted: a reset at once, never a hang.
-    started = time.monotonic()
-    rc, code, _, _ = classroom.curl(phone, "https://www.google.com/generate_204")
-    assert rc == 7 and time.monotonic() - started < 1.5
-    # A keep-alive connection opened before acceptance.
-    classroom.helper_call("session-accept", ip=classroom.ip_of(phone))
-    for probe in http_probes:
-        ua = probes.USER_AGENTS.get(probe.platform, "")
-        rc, code, location, body = classroom.curl(phone, probe.url, ua)
+def assert_online(results, what, *, login_location=None):
+    for probe, got in zip(HTTP_PROBES, results, strict=True):
+        where = f"{what}: {probe.url} ({probe.platform})"
         if probe.login_trigger:
+            assert got["status"] == 302, where
+            if login_location:
+                assert got["headers"]["location"] == login_location, where
             continue
-        assert code == probe.online.status, probe.url
-        assert body.encode() == probe.online.body.rstrip(b"\n") or body.encode() == probe.online.body
-    rc, code, _, body = classroom.curl(phone, "http://example.org/")
-    assert (code, body) == (200, "the internet")
-    # The other phone is still not accepted.
-    rc, code, location, _ = classroom.curl(classroom.phones[1], "http://example.org/")
-    assert code == 302
-    listed = classroom.helper_call("session-list")
-    assert [s["ip"] for s in listed] == [classroom.ip_of(phone)]
+        assert got["status"] == probe.online.status, where
+        assert got["body"].encode("latin-1") == probe.online.body, where
+        for name, value in probe.online.headers:
+            assert got["headers"][name.lower()] == value, where
 
 
-def test_dns_to_anyone_is_answered_by_the_pi(classroom):
-    phone = classroom.phones[1]
+def probe_all(phone, *, keep_alive: bool):
+    return raw_http(phone, [(p.host, p.path, ua(p), keep_alive) for p in HTTP_PROBES])
+
+
+def reaches(phone, url: str, **kwargs) -> bool:
+    got = phone.curl(url, timeout=3, **kwargs)
+    return got.status == 200 and got.body.startswith(b"fake internet")
+
+
+def answers(phone, room) -> list[str]:
+    """What the Pi answers a phone for a probe host now (the captured address when offline)."""
+    return dns_query(phone, room.gateway4, "captive.apple.com", tolerant=True)
+
+
+def accept_via_portal(phone) -> None:
+    page = phone.curl(PORTAL)
+    assert page.status == 200 and b'action="/captive/accept"' in page.body
+    done = phone.curl(PORTAL + "accept", method="POST", data=b"",
+                      headers=(f"Origin: http://{PORTAL_NAME}",))
+    assert (done.status, done.header("location")) == (302, "/captive/done"), done
+    assert phone.curl(f"http://{PORTAL_NAME}/captive/done").status == 200
+
+
+def test_phones_lease_from_the_rendered_dnsmasq(classroom: Room):
+    leases = (classroom.network.render_dir / "dnsmasq.leases").read_text()
+    for phone, lease in zip(classroom.phones, classroom.leases, strict=True):
+        assert lease.router == classroom.room.gateway4 and lease.dns == (classroom.room.gateway4,)
+        assert phone.mac in leases and lease.address in leases
+        assert phone.privacy_addresses()  # SLAAC from the Pi's router advertisements
+
+
+def test_every_probe_is_redirected_before_acceptance_and_the_connection_closed(classroom: Room):
+    for phone in classroom.phones[:2]:
+        assert_redirected(probe_all(phone, keep_alive=True), phone.short)
+
+
+def test_https_is_reset_within_a_second(classroom: Room):
+    got = classroom.phones[1].curl("https://www.google.com/generate_204")
+    assert got.exit_code == 7 and got.elapsed < 1.0, got
+
+
+def test_dns_to_any_server_is_answered_by_the_pi(classroom: Room):
+    phone, room = classroom.phones[1], classroom.room
     for tcp in (False, True):
-        assert dns_query(phone, "203.0.113.53", "classroom.internal", tcp=tcp) == ["10.42.0.1"]
+        # Only the Pi knows the portal's name; the fake DNS would answer its sentinel.
+        assert dns_query(phone, fi.DNS4, PORTAL_NAME, tcp=tcp) == [room.gateway4]
+        assert dns_query(phone, fi.DNS6, PORTAL_NAME, tcp=tcp, aaaa=True) == [room.gateway6]
+        assert dns_query(phone, "203.0.113.200", PORTAL_NAME, tcp=tcp) == [room.gateway4]
+        # Anything else is forwarded by the Pi and gets the sentinel.
+        assert dns_query(phone, fi.DNS4, "anything.example", tcp=tcp) == [fi.SENTINEL4]
+    assert not any(q.name == PORTAL_NAME for q in room.dns_queries())
+    # DNS over TLS would bypass the Pi: refused at once.
+    result = phone.run(sys.executable, "-c", "import socket; socket.create_connection("
+                       f"({fi.DNS4!r}, 853), timeout=3)", check=False)
+    assert "ConnectionRefused" in result.stderr
 
 
-def test_phones_reach_neither_each_other_nor_ssh(classroom):
-    p1, p2 = classroom.phones
-    other = classroom.ip_of(p2)
-    assert p1.run("ping", "-c", "1", "-W", "1", other, check=False).returncode != 0
-    code = "import socket; socket.create_connection(('10.42.0.1', 22), timeout=2)"
-    result = p1.run(sys.executable, "-c", code, check=False)
-    assert "ConnectionRefused" in result.stderr  # reset by the input chain, not a hang
+def test_a_phone_not_accepted_reaches_only_the_walled_garden(classroom: Room):
+    phone = classroom.phones[1]
+    assert reaches(phone, f"http://{fi.GARDEN_HOST}/", family=4)
+    assert reaches(phone, f"http://{fi.GARDEN_HOST}/", family=6)
+    assert phone.curl(f"http://{fi.WEB4}/").status == 302
+    assert phone.curl(f"http://[{fi.WEB6}]/").status == 302
+    assert phone.curl(f"https://{fi.WEB4}/", insecure=True).exit_code == 7
+    assert not phone.ping(fi.WEB4, 1) and not phone.ping(fi.WEB6, 1)
+    assert not phone.ping(fi.SENTINEL4, 1)
 
 
-def test_session_survives_a_helper_restart_and_revoke_cuts_at_once(classroom):
+KEEPALIVE = r"""
+import socket, sys, json
+req = b"GET /hotspot-detect.html HTTP/1.1\r\nHost: captive.apple.com\r\nConnection: keep-alive\r\n\r\n"
+addr = socket.getaddrinfo("captive.apple.com", 80, socket.AF_INET)[0][4]
+used = socket.create_connection(addr, timeout=3); used.sendall(req)
+first = used.recv(65536)
+idle = socket.create_connection(addr, timeout=3)     # opened before acceptance, no request yet
+print(json.dumps({"first": first.decode("latin-1")}), flush=True)
+sys.stdin.readline()                                 # the phone is accepted now
+later = {}
+for name, s in (("used", used), ("idle", idle)):
+    got = b""
+    try:
+        s.sendall(req)
+        while chunk := s.recv(65536):
+            got += chunk
+    except OSError as exc:
+        got += f"<{type(exc).__name__}>".encode()
+    later[name] = got.decode("latin-1")
+print(json.dumps(later), flush=True)
+"""
+
+
+def test_acceptance_through_the_portal_and_no_redirect_on_an_old_connection(classroom: Room):
     phone = classroom.phones[0]
-    ip = classroom.ip_of(phone)
-    if not classroom.helper_call("session-status", ip=ip)["accepted"]:
-        classroom.helper_call("session-accept", ip=ip)
-    classroom.stop_helper()
-    subprocess.run(["ip", "netns", "exec", classroom.pi.name, "nft", "flush", "set", "inet",
-                    "classroom", "accepted_v4"], check=True)  # as after a reboot
-    classroom.start_helper()
-    deadline = time.monotonic() + 10
-    while classroom.curl(phone, "http://example.org/")[1] != 200:
-        assert time.monotonic() < deadline, "session was not restored"
-        time.sleep(0.3)
-    mac = classroom.helper_call("session-status", ip=ip)["mac"]
-    classroom.helper_call("session-revoke", mac=mac)
-    assert classroom.curl(phone, "http://example.org/")[1] == 302
+    held = subprocess.Popen([*phone.ns.exec_prefix(), sys.executable, "-c", KEEPALIVE],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout is not None and held.stdin is not None
+        assert " 302 " in json.loads(held.stdout.readline())["first"]
+        accept_via_portal(phone)
+        held.stdin.write("go\n")
+        held.stdin.flush()
+        later = json.loads(held.stdout.readline())
+    finally:
+        held.kill()
+        held.wait()
+    for name, got in later.items():
+        assert " 302 " not in got and "Location" not in got, f"{name} connection: {got[:200]}"
+    status = classroom.network.helper_call("session-status", ip=phone.addresses(4)[0])
+    assert status["accepted"] and status["mac"] == phone.mac
 
 
-def test_helper_refuses_garbage_and_unlisted_callers(classroom):
-    sock_path = str(classroom.socket)
+def test_an_accepted_phone_gets_every_online_answer_and_the_internet(classroom: Room):
+    phone = classroom.phones[0]
+    assert_online(probe_all(phone, keep_alive=False), "accepted",
+                  login_location=fi.LOGIN_TRIGGER_LOCATION)
+    android = phone.curl("https://www.google.com/generate_204")
+    assert android.status == 204, android
+    assert reaches(phone, f"http://{fi.WEB4}/") and reaches(phone, f"http://[{fi.WEB6}]/")
+    assert phone.ping(fi.WEB4) and phone.ping(fi.WEB6)
+    api = phone.curl(f"http://{PORTAL_NAME}/captive/api")
+    assert api.header("content-type") == "application/captive+json"
+    assert json.loads(api.body)["captive"] is False
+    # The other phones are still captive.
+    assert classroom.phones[1].curl(f"http://{fi.WEB4}/").status == 302
+
+
+def test_phones_reach_neither_each_other_nor_the_pis_ssh(classroom: Room):
+    p1, p2 = classroom.phones[:2]
+    room = classroom.room
+    assert not p1.ping(p2.addresses(4)[0], 1)
+    assert not p1.ping(p2.privacy_addresses()[0], 1)
+    for address in (room.gateway4, room.gateway6):
+        result = p1.run(sys.executable, "-c", "import socket; socket.create_connection("
+                        f"({address!r}, 22), timeout=3)", check=False)
+        assert "ConnectionRefused" in result.stderr, address  # a reset, not a hang
+
+
+def test_offline_accepted_phones_get_the_online_answers_from_the_pi(classroom: Room):
+    room = classroom.room
+    p1, p2 = classroom.phones[:2]
+    room.cut_uplink()
+    try:
+        wait_for(lambda: answers(p1, room) == [CAPTURED], timeout=15,
+                 what="the probe hosts answered with the captured address")
+        for tcp in (False, True):
+            assert dns_query(p1, room.gateway4, "dns.msftncsi.com", tcp=tcp) == \
+                [probes.MSFT_NCSI_DNS_ADDRESS]
+            assert dns_query(p1, fi.DNS4, "www.msftconnecttest.com", tcp=tcp) == [CAPTURED]
+        assert dns_query(p1, room.gateway4, "captive.apple.com", aaaa=True) == []
+        assert_online(probe_all(p1, keep_alive=False), "offline, accepted",
+                      login_location=FRONT_PAGE)
+        assert_redirected(probe_all(p2, keep_alive=True), "offline, not accepted")
+    finally:
+        room.restore_uplink()
+    wait_for(lambda: answers(p1, room) == [fi.WEB4], timeout=15, what="online answers again")
+
+
+def test_the_helper_refuses_garbage_and_unlisted_callers(classroom: Room):
+    net = classroom.network
     code = f"""
-import os, socket, sys
+import os, socket
 os.setgid(65534); os.setuid(65534)
-s = socket.socket(socket.AF_UNIX); s.connect({sock_path!r})
+s = socket.socket(socket.AF_UNIX); s.connect({str(net.socket)!r})
 s.sendall(b'{{"verb": "session-list", "args": {{}}}}\\n'); s.shutdown(socket.SHUT_WR)
 print(s.recv(4096).decode())
 """
     for _ in range(2):
-        out = classroom.pi.run(sys.executable, "-c", code).stdout
+        out = net.pi.run(sys.executable, "-c", code).stdout
         assert '"ok": false' in out and "may not call session-list" in out
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(sock_path)
-        s.sendall(b"\x00garbage\n")
-        s.shutdown(socket.SHUT_WR)
-        assert b"not a JSON line" in s.recv(4096)
-    log = (classroom.tmp / "helper.log").read_text()
+    garbage = net.pi.run(sys.executable, "-c", "import socket; s = socket.socket(socket.AF_UNIX); "
+                         f"s.connect({str(net.socket)!r}); s.sendall(b'\\x00garbage\\n'); "
+                         "s.shutdown(socket.SHUT_WR); print(s.recv(4096).decode())").stdout
+    assert "not a JSON line" in garbage
+    log = (net.directory / "helper.log").read_text()
     assert log.count("may not call session-list") == 1  # logged once per caller and reason
 
 
-def test_bad_input_exits_2_and_leaves_the_network_untouched(classroom, tmp_path):
-    before = classroom.pi.run("nft", "list", "table", "inet", "classroom").stdout
+def test_bad_input_exits_2_and_leaves_the_network_untouched(classroom: Room, tmp_path):
+    net = classroom.network
+    before = net.pi.run("nft", "list", "table", "inet", "classroom").stdout.split("elements")[0]
     bad = tmp_path / "bad.toml"
-    bad.write_text(classroom.config.read_text().replace('interface = "wlan"', 'interface = "nosuch0"'))
-    result = classroom.pi.run(sys.executable, "-m", "appliance", "--config", str(bad), "network",
-                              "check", check=False)
+    bad.write_text(net.config.read_text().replace('interface = "wlan0"', 'interface = "nosuch0"'))
+    result = net.pi.run(sys.executable, "-m", "appliance", "--config", str(bad), "network",
+                        "check", check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"Error: {bad}: network.interface: interface 'nosuch0' does not exist on this machine"]
-    terms = bad.read_text().replace('interface = "nosuch0"', 'interface = "wlan"').replace(
-        "[network]\n", f'[network]\nterms_file = "{tmp_path}/missing.txt"\n')
-    bad.write_text(terms)
-    result = classroom.pi.run(sys.executable, "-m", "appliance", "--config", str(bad), "network",
-                              "apply", check=False)
+    bad.write_text(net.config.read_text().replace(
+        "[network]\n", f'[network]\nterms_file = "{tmp_path}/missing.txt"\n'))
+    result = net.pi.run(sys.executable, "-m", "appliance", "--config", str(bad), "network",
+                        "apply", check=False)
     assert result.returncode == 2 and "network.terms_file" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert classroom.pi.run("nft", "list", "table", "inet", "classroom").stdout.split("elements")[0] \
-        == before.split("elements")[0]
+    after = net.pi.run("nft", "list", "table", "inet", "classroom").stdout.split("elements")[0]
+    assert after == before
+
+
+def test_a_revoked_session_loses_access_at_once(classroom: Room):
+    phone, net = classroom.phones[0], classroom.network
+    assert reaches(phone, f"http://{fi.WEB4}/")
+    result = net.appliance("network", "sessions", "revoke", phone.mac, "--json")
+    assert json.loads(result.stdout) == {"mac": phone.mac, "revoked": True}
+    assert phone.curl(f"http://{fi.WEB4}/").status == 302
+    assert not phone.ping(fi.WEB6, 1)
+
+
+def test_a_phone_sized_chromium_signs_in_through_the_terms_page(classroom: Room, tmp_path):
+    phone = classroom.phones[0]  # captive again since its session was revoked
+    shots = SHOTS / "captive"
+    shots.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run([*phone.ns.exec_prefix(), sys.executable, str(BROWSER), str(shots)],
+                            capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["terms_url"] == PORTAL and report["terms_title"] == "Welcome to the classroom network"
+    box = report["button"]
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390 and box["height"] >= 40  # a thumb's
+    assert report["done_url"] == f"http://{PORTAL_NAME}/captive/done", report["done_html"][:800]
+    assert "You are online" in report["done_html"]
+    assert "<body>Success</body>" in report["probe_after"]  # the sheet would now say "Done"
+    assert (shots / "terms.png").stat().st_size > 5000 and (shots / "done.png").exists()
+
+
+def test_sessions_come_back_after_the_portal_and_the_helper_restart(classroom: Room):
+    phone, net = classroom.phones[2], classroom.network
+    accept_via_portal(phone)
+    assert reaches(phone, f"http://{fi.WEB4}/")
+    net.stop("portal", "helper")
+    for name in ("accepted_v4", "accepted_v6", "accepted_mac"):  # as after a reboot
+        net.pi.run("nft", "flush", "set", "inet", "classroom", name)
+    assert phone.curl(f"http://{fi.WEB4}/").status == 302
+    net.start("helper", "portal")
+    wait_for(lambda: reaches(phone, f"http://{fi.WEB4}/"), timeout=10, what="session restored")
+    wait_for(lambda: reaches(phone, f"http://[{fi.WEB6}]/"), timeout=10, what="IPv6 restored")
+    listed = json.loads(net.appliance("network", "sessions", "list", "--json").stdout)
+    # phone1 signed in again in the browser test.
+    assert sorted(s["mac"] for s in listed) == [classroom.phones[0].mac, phone.mac]
+    assert all(3000 < s["seconds_remaining"] <= 3600 for s in listed)
+
+
+def test_an_expired_session_loses_access_at_once(classroom: Room):
+    phone, net = classroom.phones[1], classroom.network
+    net.reconfigure(session_hours=0.002)  # 7 s
+    try:
+        net.helper_call("session-accept", ip=phone.addresses(4)[0])
+        started = time.monotonic()
+        assert reaches(phone, f"http://{fi.WEB4}/")
+        wait_for(lambda: phone.curl(f"http://{fi.WEB4}/", timeout=2).status == 302, timeout=15,
+                 what="the session to end")
+        assert 6 <= time.monotonic() - started <= 10
+        assert not phone.ping(fi.WEB6, 1)
+    finally:
+        net.reconfigure(session_hours=1.0)
+
+
+def test_open_mode_answers_every_probe_online_for_everyone(classroom: Room):
+    net, room = classroom.network, classroom.room
+    phone = classroom.phones[1]  # never accepted (its session expired)
+    net.reconfigure(mode="open")
+    try:
+        assert_online(probe_all(phone, keep_alive=False), "open",
+                      login_location=fi.LOGIN_TRIGGER_LOCATION)
+        assert reaches(phone, f"http://[{fi.WEB6}]/")
+        assert b"open" in phone.curl(PORTAL).body
+        room.cut_uplink()
+        try:
+            wait_for(lambda: answers(phone, room) == [CAPTURED], timeout=15,
+                     what="offline answers")
+            assert_online(probe_all(phone, keep_alive=False), "open, offline",
+                          login_location=FRONT_PAGE)
+        finally:
+            room.restore_uplink()
+        wait_for(lambda: answers(phone, room) == [fi.WEB4], timeout=15, what="online again")
+    finally:
+        net.reconfigure(mode="terms")

@@ -248,6 +248,7 @@ def test_summaries_api_returns_the_sections_and_needs_sign_in(app, client, inges
     section = body["sections"][0]
     assert section["name"] == "agent" and section["synced"] is True
     assert "content" in [s["name"] for s in body["sections"]]
+    assert "network" in [s["name"] for s in body["sections"]]
     assert {f["key"]: f["value"] for f in section["fields"]}["backlog"] == 7
     assert client.get("/api/device/nobody/summaries").status_code == 404
     assert client.get("/api/device/..%2Fx/summaries").status_code == 404
@@ -282,3 +283,16 @@ def test_history_counts_samples_with_an_untrusted_time(client, ingest):
     sample(ingest, now_ms - 30_000, 2, cpu_pct=7.0)
     body = client.get("/api/device/pi-7/history?hours=1").get_json()
     assert body["unsynced"] == 1 and [p[1] for p in body["points"]] == [7.0]
+
+
+def test_the_network_summary_has_its_panel(client, ingest):
+    birth(ingest)
+    section = {"stations": None, "leases": 3, "sessions": 2, "uplink": True, "portal_mode": "terms"}
+    body = {"v": 1, "ts": 1_767_225_600_000, "clock": "synced", "s": {"network": section}}
+    assert ingest.handle("edge/v1/dev/pi-7/summary", json.dumps(body).encode())
+    network = panel(client.get("/device/pi-7").get_data(as_text=True), "network")
+    assert "<h2>Classroom network</h2>" in network
+    assert '<dt>Address leases</dt><dd data-field="leases">3</dd>' in network
+    assert '<dt>Accepted devices</dt><dd data-field="sessions">2</dd>' in network
+    assert f'<dd data-field="stations">{summaries.DASH}</dd>' in network
+    assert '<dd data-field="portal_mode">terms</dd>' in network

@@ -171,3 +171,23 @@ def test_pending_refuses_a_newer_database_like_migrate(tmp_path):
         pending(db, "demo", STEPS[:1])
     with pytest.raises(MigrationError, match="unique, ascending"):
         pending(db, "demo", [STEPS[1], STEPS[0]])
+
+
+def test_two_processes_migrating_at_once_apply_each_migration_once(tmp_path):
+    """The console web and the ingest worker start together and both migrate console.db."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from appliance.store import open_db, migrate, Migration;"
+        "db = open_db(sys.argv[1]);"
+        "ms = [Migration(i, f'm{i}', f'CREATE TABLE t{i} (x INTEGER);') for i in range(1, 40)];"
+        "migrate(db, 'race', ms)"
+    )
+    path = tmp_path / "race.db"
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path)], stderr=subprocess.PIPE)
+             for _ in range(4)]
+    errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    db = open_db(path)
+    assert db.execute("SELECT count(*) FROM _migrations WHERE component = 'race'").fetchone()[0] == 39

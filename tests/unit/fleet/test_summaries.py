@@ -123,10 +123,11 @@ def test_a_malformed_spec_fails_where_it_is_declared(make):
         make()
 
 
-def test_the_registry_yields_the_agent_summary():
+def test_the_registry_yields_every_capability_summary():
     providers = summaries.providers()
     assert providers[0].spec.name == "agent"
     assert "devices" in [p.spec.name for p in providers]
+    assert "network" in [p.spec.name for p in providers]
     assert "backlog" in [f.key for f in summaries.specs()["agent"].fields]
 
 

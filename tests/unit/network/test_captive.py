@@ -100,3 +100,10 @@ def test_api_is_captive_json(portal):
     answer = portal.get("/captive/api")
     assert answer.content_type == "application/captive+json"
     assert answer.json == {"captive": True, "user-portal-url": "http://classroom.internal/captive/"}
+
+
+def test_captive_pages_let_browsers_send_their_origin(portal):
+    # Under the app-wide `no-referrer`, browsers send `Origin: null` with the accept POST.
+    page = portal.get("/captive/")
+    assert page.headers["Referrer-Policy"] == "same-origin"
+    assert portal.get("/").headers["Referrer-Policy"] == "no-referrer"
