@@ -20,6 +20,8 @@ from appliance.command import Output, json_option, pass_config
 from appliance.config import Config, ConfigError
 from appliance.console import cli as console_cli
 from appliance.console import schema as console_schema
+from appliance.filter import cli as filter_cli
+from appliance.filter import schema as filter_schema
 from appliance.fleet import cli as fleet_cli
 from appliance.fleet import schema as fleet_schema
 from appliance.lab import cli as lab_cli
@@ -34,11 +36,12 @@ GROUPS: tuple[tuple[click.Command, ...], ...] = (
     fleet_cli.COMMANDS,
     console_cli.COMMANDS,
     provision_cli.COMMANDS,
+    filter_cli.COMMANDS,
     lab_cli.COMMANDS,
 )
 
 # Every capability's schema (COMPONENT, DATABASE, MIGRATIONS), for `appliance migrations`.
-SCHEMAS = (fleet_schema, console_schema, provision_schema)
+SCHEMAS = (fleet_schema, console_schema, provision_schema, filter_schema)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -123,10 +123,10 @@ class Schedule:
     def active(self, local: datetime) -> bool:
         if local.weekday() not in self.days:
             return False
-        t = local.time()
+        clock = local.time()
         if self.start <= self.end:
-            return self.start <= t < self.end
-        return t >= self.start or t < self.end  # across midnight
+            return self.start <= clock < self.end
+        return clock >= self.start or clock < self.end  # across midnight
 
 
 @dataclass(frozen=True)
@@ -397,19 +397,19 @@ def from_section(section: FilterSection, version: int = 1) -> Policy:
     """The policy of a validated `[filter]` section: the built-in groups, each overlaid with the
     keys its `[[filter.groups]]` table sets, then the school's own groups (based on students)."""
     groups = dict(DEFAULT_GROUPS)
-    for t in section.groups:
-        base = groups.get(t.name, DEFAULT_GROUPS["students"])
-        groups[t.name] = Group(
-            name=t.name,
-            categories=frozenset(t.categories) if t.categories is not None else base.categories,
-            allow=domains(t.allow) or base.allow,
-            block=domains(t.block) or base.block,
-            safesearch=base.safesearch if t.safesearch is None else t.safesearch,
-            youtube=base.youtube if t.youtube is None else t.youtube,
-            canaries=base.canaries if t.canaries is None else t.canaries,
-            filtering=base.filtering if t.filtering is None else t.filtering,
-            macs=frozenset(normalize_mac(m) for m in t.macs),
-            ranges=tuple(ipaddress.ip_network(r, strict=False) for r in t.ranges),
+    for table in section.groups:
+        base = groups.get(table.name, DEFAULT_GROUPS["students"])
+        groups[table.name] = Group(
+            name=table.name,
+            categories=frozenset(table.categories) if table.categories is not None else base.categories,
+            allow=domains(table.allow) or base.allow,
+            block=domains(table.block) or base.block,
+            safesearch=base.safesearch if table.safesearch is None else table.safesearch,
+            youtube=base.youtube if table.youtube is None else table.youtube,
+            canaries=base.canaries if table.canaries is None else table.canaries,
+            filtering=base.filtering if table.filtering is None else table.filtering,
+            macs=frozenset(normalize_mac(m) for m in table.macs),
+            ranges=tuple(ipaddress.ip_network(r, strict=False) for r in table.ranges),
         )
     schedules = tuple(
         Schedule(s.group, frozenset(s.categories), parse_days(s.days), parse_hhmm(s.start),

@@ -51,7 +51,7 @@ class Question:
 class Record:
     """A resource record. `rdata` is self-contained (names in CNAME/NS/PTR/MX/SOA/SRV data are
     decompressed by `parse()`), so it can be written into any other message. `target` is the
-    name a CNAME points to ("" otherwise)."""
+    name a CNAME, SVCB or HTTPS record points to ("" otherwise)."""
 
     name: str
     rtype: int
@@ -283,6 +283,10 @@ def _rdata(data: bytes, rtype: int, start: int, rdlen: int) -> tuple[bytes, str]
         if pos + 20 != end:
             raise WireError(f"SOA at {start}: rdata length does not match")
         return name_wire(mname) + name_wire(rname) + data[pos:end], ""
+    if rtype in (SVCB, HTTPS) and rdlen >= 3:
+        # RFC 9460: priority, then an uncompressed TargetName ("" means the owner itself).
+        tgt, _ = read_name(data, start + 2)
+        return data[start:end], tgt
     return data[start:end], ""
 
 
