@@ -124,7 +124,8 @@ def test_canaries_and_nodata(matcher):
 def test_exam_started_takes_effect_at_the_next_refresh(matcher):
     r, clock, st = make(matcher)
     assert isinstance(r.answer(q("en.wikipedia.org"), "10.0.0.9"), Forward)
-    st["state"] = State(exams=(policy.Exam("students", clock.t + 600, frozenset({"moodle.test"})),), version=2)
+    exam = policy.Exam("students", clock.t + 600, frozenset({"moodle.test"}))
+    st["state"] = State(exams=(exam,), version=2)
     assert r.refresh()
     out = wire.parse(r.answer(q("en.wikipedia.org"), "10.0.0.9"))
     assert out.rcode == wire.NXDOMAIN and out.edns.ede() == (wire.EDE_FILTERED, "exam mode")
