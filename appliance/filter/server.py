@@ -174,6 +174,10 @@ class Server:
                 if self._stop.is_set():
                     return
                 continue
+            if not addr:  # the socket was shut down
+                if self._stop.is_set():
+                    return
+                continue
             client = addr[0]
             if not limit.allow(client, clock()):
                 continue
