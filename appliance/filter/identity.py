@@ -48,21 +48,43 @@ class NoLocalAnswers:
 
 
 class KernelNeighbours:
-    """The kernel's neighbour table (`ip -j neigh`, IPv4 ARP and IPv6 NDP entries, privacy
-    addresses included), read again at most every `refresh` seconds when an address is not in
-    it, so a new lease or address is picked up at its first query."""
+    """The kernel's neighbour table: IPv4 from /proc/net/arp (a cheap read, done again at every
+    address it does not know, at most every 10 ms), IPv6 from `ip -j -6 neigh` (privacy addresses
+    included; a process, so at most every `refresh` seconds). Both are read again when older
+    than `max_age`, so an address that moved to another device is seen within seconds.
 
-    def __init__(self, refresh: float = 2.0,
+    The kernel learns a neighbour when the device talks to the Pi (an ARP request or a neighbour
+    solicitation) or when the Pi answers it: a brand-new IPv6 privacy address may be unknown at
+    its very first query, which then gets the default group (the strictest) for a second."""
+
+    def __init__(self, refresh: float = 0.1, max_age: float = 5.0,
+                 arp: Path = Path("/proc/net/arp"),
                  reader: Callable[[], str] | None = None) -> None:
         self.refresh = refresh
+        self.max_age = max_age
+        self.arp = arp
         self._reader = reader or (lambda: subprocess.run(
-            ["ip", "-j", "neigh", "show"], capture_output=True, text=True, timeout=5,
+            ["ip", "-j", "-6", "neigh", "show"], capture_output=True, text=True, timeout=5,
             check=False).stdout)
-        self._table: dict[str, str] = {}
-        self._read_at = -1e9
+        self._v4: dict[str, str] = {}
+        self._v6: dict[str, str] = {}
+        self._read4 = self._read6 = -1e9
         self._lock = threading.Lock()
 
-    def _reload(self) -> None:
+    def _reload4(self) -> None:
+        try:
+            lines = self.arp.read_text().splitlines()[1:]
+        except OSError:
+            return
+        table = {}
+        for line in lines:
+            parts = line.split()
+            # IP address, HW type, Flags (0x0: incomplete), HW address, Mask, Device
+            if len(parts) >= 4 and parts[2] != "0x0" and parts[3] != "00:00:00:00:00:00":
+                table[parts[0]] = parts[3].lower()
+        self._v4 = table
+
+    def _reload6(self) -> None:
         try:
             entries = json.loads(self._reader() or "[]")
         except (ValueError, OSError, subprocess.SubprocessError):
@@ -72,21 +94,30 @@ class KernelNeighbours:
             mac, dst = e.get("lladdr"), e.get("dst")
             if mac and dst and "FAILED" not in e.get("state", []):
                 table[str(ipaddress.ip_address(dst))] = mac.lower()
-        self._table = table
+        self._v6 = table
 
     def lookup(self, ip: str) -> str | None:
         try:
-            ip = str(ipaddress.ip_address(ip.split("%", 1)[0]))
+            addr = ipaddress.ip_address(ip.split("%", 1)[0])
         except ValueError:
             return None
-        mac = self._table.get(ip)
-        if mac is None and time.monotonic() - self._read_at >= self.refresh:
-            with self._lock:
-                if time.monotonic() - self._read_at >= self.refresh:
-                    self._read_at = time.monotonic()
-                    self._reload()
-            mac = self._table.get(ip)
-        return mac
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        key = str(addr)
+        v4 = addr.version == 4
+        now = time.monotonic()
+        age = now - (self._read4 if v4 else self._read6)
+        mac = (self._v4 if v4 else self._v6).get(key)
+        if mac is not None and age < self.max_age:
+            return mac
+        with self._lock:
+            if v4 and now - self._read4 >= 0.01:
+                self._read4 = now
+                self._reload4()
+            elif not v4 and now - self._read6 >= self.refresh:
+                self._read6 = now
+                self._reload6()
+        return (self._v4 if v4 else self._v6).get(key)
 
 
 class HostsAnswers:

@@ -139,7 +139,8 @@ class Resolver:
         group = self.snap.policy.group_for(mac, client)[0]
         if len(self._groups) > 50_000:
             self._groups = {}
-        self._groups[client] = (group, now + GROUP_MEMO_S)
+        # An address not yet known is asked again soon: its neighbour entry may be on its way.
+        self._groups[client] = (group, now + (GROUP_MEMO_S if mac else 1.0))
         return group
 
     def forget_client(self, client: str | None = None) -> None:

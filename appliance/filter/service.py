@@ -280,14 +280,19 @@ def show_lists(cfg: Config) -> dict[str, Any]:
 
 def unbound_config(cfg: Config, *, baseline: bool, listen: str | None = None,
                    port: int | None = None, trust_anchor: Path | None = unbound.DEFAULT_TRUST_ANCHOR,
-                   extra: tuple[str, ...] = ()) -> str:
-    """The upstream's unbound.conf, or (`baseline`) the fallback's: the filter's unbound with the
-    baseline policy, the running exam's allowlist included."""
+                   forward: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> str:
+    """The upstream's unbound.conf, or (`baseline`) the fallback's: the baseline policy (with the
+    running exam's allowlist), forwarding to `forward` (`host@port`; the baseline's default is
+    the filter's own unbound, so both share one validated cache)."""
+    if baseline and not forward:
+        forward = (f"127.0.0.1@{cfg.filter.unbound_port}",)
+        trust_anchor = None  # the upstream validates
     opts = unbound.UnboundOptions(
         interface=listen or "127.0.0.1", port=port or cfg.filter.unbound_port,
-        directory=cfg.appliance.state_dir / "unbound", trust_anchor=trust_anchor,
+        directory=cfg.appliance.state_dir / "unbound", trust_anchor=trust_anchor, forward=forward,
         access=("0.0.0.0/0", "::/0") if baseline else ("127.0.0.0/8", "::1/128"),
-        control_socket=cfg.appliance.state_dir / "unbound" / "control.sock")
+        control_socket=cfg.appliance.state_dir / "unbound" / (
+            "baseline.sock" if baseline else "control.sock"))
     lines: list[str] = list(extra)
     if baseline:
         adult: list[str] = []

@@ -95,12 +95,12 @@ class Unbound:
     """unbound -d under a rendered config, optionally inside a namespace; stopped by pid."""
 
     def __init__(self, folder: Path, listen: str, port: int, lines: list[str],
-                 prefix: list[str] | None = None) -> None:
+                 prefix: list[str] | None = None, text: str | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.conf = folder / "unbound.conf"
         opts = unbound.UnboundOptions(interface=listen, port=port, directory=folder,
                                       trust_anchor=None, access=("0.0.0.0/0", "::/0"))
-        self.conf.write_text(unbound.render(opts, lines))
+        self.conf.write_text(text if text is not None else unbound.render(opts, lines))
         self.listen, self.port = listen, port
         self.log = folder / "unbound.log"
         self.prefix = prefix or []
@@ -115,6 +115,11 @@ class Unbound:
         return self
 
     def answers(self) -> bool:
+        if self.prefix:  # inside a namespace: ask from there
+            out = subprocess.run([*self.prefix, "dig", f"@{self.listen}", "-p", str(self.port),
+                                  "www.example.test", "+tries=1", "+time=1"],
+                                 capture_output=True, text=True, check=False).stdout
+            return "status: NOERROR" in out
         with contextlib.suppress(OSError, wire.WireError):
             return query(self.listen, self.port, "www.example.test", timeout=0.3).rcode == 0
         return False
