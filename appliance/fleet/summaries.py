@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 # Module paths of the summary providers, in the order the console shows them. A capability
 # adds its `appliance.<capability>.summary` here; nothing else.
-SUMMARIES: tuple[str, ...] = ("appliance.fleet.summary",)
+SUMMARIES: tuple[str, ...] = ("appliance.fleet.summary", "appliance.filter.summary")
 
 Kind = Literal["count", "bytes", "seconds", "timestamp", "text", "bool", "pct"]
 KINDS: tuple[str, ...] = get_args(Kind)

@@ -123,9 +123,9 @@ def test_a_malformed_spec_fails_where_it_is_declared(make):
         make()
 
 
-def test_the_registry_yields_the_agent_summary():
+def test_the_registry_yields_the_agent_summary_first():
     providers = summaries.providers()
-    assert [p.spec.name for p in providers] == ["agent"]
+    assert [p.spec.name for p in providers] == ["agent", "filter"]
     assert "backlog" in [f.key for f in summaries.specs()["agent"].fields]
 
 
