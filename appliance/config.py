@@ -277,6 +277,7 @@ class FilterSection:
     port: int = field(default=53, metadata=rule(_port))
     upstreams: tuple[str, ...] = ("127.0.0.1:5335",)
     unbound_port: int = field(default=5335, metadata=rule(_port))
+    baseline_port: int = field(default=5336, metadata=rule(_port))
     upstream_timeout: float = field(
         default=1.5, metadata=rule(lambda v: _check(0.1 <= v <= 10, "must be 0.1-10 seconds")))
     cache_size: int = field(default=20000, metadata=rule(_positive))

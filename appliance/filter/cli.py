@@ -156,12 +156,12 @@ def lists_show(cfg: Config, out: Output) -> None:
 @click.option("--baseline", is_flag=True,
               help="The fallback's config: the baseline policy (canaries, SafeSearch, core adult "
                    "list, a running exam's allowlist).")
-@click.option("--listen", help="Address to listen on (default 127.0.0.1).")
+@click.option("--listen", multiple=True, help="Address to listen on (repeatable; default 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default [filter] unbound_port).")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write here (atomically) instead of printing.")
 @pass_config
-def unbound_config(cfg: Config, baseline: bool, listen: str | None, port: int | None,
+def unbound_config(cfg: Config, baseline: bool, listen: tuple[str, ...], port: int | None,
                    output: Path | None) -> None:
     """Render unbound's configuration (DNSSEC validation on) for the filter's upstream."""
     try:
@@ -171,6 +171,7 @@ def unbound_config(cfg: Config, baseline: bool, listen: str | None, port: int | 
     if output is None:
         click.echo(text, nl=False)
         return
+    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
     tmp.write_text(text)
     tmp.replace(output)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -113,6 +114,37 @@ class Stats:
             self.store.set_value(key, value)
 
 
+def baseline_path(cfg: Config) -> Path:
+    return cfg.appliance.state_dir / "unbound" / "baseline.conf"
+
+
+class BaselineFollower:
+    """Keeps the baseline unbound's exam allowlist current: when the exams change, renders its
+    config again (if it runs: its file exists) and has it reloaded through its control socket."""
+
+    def __init__(self, cfg: Config, store: Store) -> None:
+        self.cfg, self.store = cfg, store
+        self.exams: tuple[object, ...] | None = None
+
+    def __call__(self) -> None:
+        now = time.time()
+        exams = tuple((e.scope, e.until) for e in self.store.load().exams if e.until > now)
+        if exams == self.exams:
+            return
+        first = self.exams is None
+        self.exams = exams
+        path = baseline_path(self.cfg)
+        if first or not path.exists():
+            return
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(unbound_config(self.cfg, baseline=True))
+        tmp.replace(path)
+        result = subprocess.run(["unbound-control", "-c", str(path), "reload"], capture_output=True,
+                                text=True, timeout=30, check=False)
+        if result.returncode:
+            log.warning("baseline unbound not reloaded: %s", (result.stderr or result.stdout).strip())
+
+
 def serve(cfg: Config, stop: threading.Event, *, identity: Identity | None = None,
           clock: Callable[[], float] = time.time, ready: Callable[[Server], None] | None = None) -> None:
     """Run the filter until `stop` is set. SIGHUP reads the configuration again; a file that does
@@ -120,7 +152,13 @@ def serve(cfg: Config, stop: threading.Event, *, identity: Identity | None = Non
     store = Store.open(cfg.database_path)
     resolver, working = build_resolver(cfg, store, identity=identity, clock=clock)
     stats = Stats(resolver, store, working)
-    server = Server(cfg.filter, resolver, on_tick=stats)
+    follower = BaselineFollower(cfg, store)
+
+    def tick() -> None:
+        stats()
+        follower()
+
+    server = Server(cfg.filter, resolver, on_tick=tick)
     server.bind()
     server.start()
 
@@ -278,18 +316,24 @@ def show_lists(cfg: Config) -> dict[str, Any]:
     return header
 
 
-def unbound_config(cfg: Config, *, baseline: bool, listen: str | None = None,
-                   port: int | None = None, trust_anchor: Path | None = unbound.DEFAULT_TRUST_ANCHOR,
+def unbound_config(cfg: Config, *, baseline: bool, listen: tuple[str, ...] = (),
+                   port: int | None = None, trust_anchor: Path | None | bool = True,
                    forward: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> str:
     """The upstream's unbound.conf, or (`baseline`) the fallback's: the baseline policy (with the
     running exam's allowlist), forwarding to `forward` (`host@port`; the baseline's default is
     the filter's own unbound, so both share one validated cache)."""
+    folder = cfg.appliance.state_dir / "unbound"
+    if trust_anchor is True:
+        trust_anchor = folder / "root.key"
     if baseline and not forward:
         forward = (f"127.0.0.1@{cfg.filter.unbound_port}",)
         trust_anchor = None  # the upstream validates
+    if not listen:
+        listen = cfg.filter.listen if baseline else ("127.0.0.1",)
     opts = unbound.UnboundOptions(
-        interface=listen or "127.0.0.1", port=port or cfg.filter.unbound_port,
-        directory=cfg.appliance.state_dir / "unbound", trust_anchor=trust_anchor, forward=forward,
+        interfaces=listen,
+        port=port or (cfg.filter.baseline_port if baseline else cfg.filter.unbound_port),
+        directory=folder, trust_anchor=trust_anchor or None, forward=forward,
         access=("0.0.0.0/0", "::/0") if baseline else ("127.0.0.0/8", "::1/128"),
         control_socket=cfg.appliance.state_dir / "unbound" / (
             "baseline.sock" if baseline else "control.sock"))

@@ -38,15 +38,14 @@ GOOGLE_TLDS = (  # noqa: SIM905 - 190 words read better as text
     "co.ve co.vi com.vn vu ws rs co.za co.zm co.zw cat"
 ).split()
 BASELINE_MAX = 100_000  # core adult domains; unbound holds each as a zone (~0.5 KB)
-DEFAULT_TRUST_ANCHOR = Path("/var/lib/unbound/root.key")
 
 
 @dataclass(frozen=True)
 class UnboundOptions:
-    interface: str = "127.0.0.1"
+    interfaces: tuple[str, ...] = ("127.0.0.1",)
     port: int = 5335
     directory: Path = Path("/var/lib/appliance/unbound")
-    trust_anchor: Path | None = DEFAULT_TRUST_ANCHOR  # None: no DNSSEC validation
+    trust_anchor: Path | None = Path("/var/lib/appliance/unbound/root.key")  # None: no DNSSEC
     forward: tuple[str, ...] = ()  # host@port of resolvers to forward to (else: recursion)
     insecure: tuple[str, ...] = ()  # zones not validated (a test's local zone)
     stubs: tuple[tuple[str, str], ...] = ()  # (zone, host@port) of authoritative servers
@@ -59,12 +58,12 @@ def _q(name: str) -> str:
 
 
 def render(opts: UnboundOptions, extra: Iterable[str] = ()) -> str:
-    """An unbound.conf: one server on `interface`@`port`, small caches for a Pi, validating with
+    """An unbound.conf: one server on `interfaces`@`port`, small caches for a Pi, validating with
     the trust anchor unless it is None, logging to stderr (the journal)."""
     lines = [
         "# Rendered by `appliance filter unbound-config`; do not edit (it is written again).",
         "server:",
-        f"    interface: {opts.interface}@{opts.port}",
+        *(f"    interface: {i}@{opts.port}" for i in opts.interfaces),
         f"    port: {opts.port}",
         "    do-daemonize: no",
         "    use-syslog: no",

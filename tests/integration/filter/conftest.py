@@ -98,7 +98,7 @@ class Unbound:
                  prefix: list[str] | None = None, text: str | None = None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.conf = folder / "unbound.conf"
-        opts = unbound.UnboundOptions(interface=listen, port=port, directory=folder,
+        opts = unbound.UnboundOptions(interfaces=(listen,), port=port, directory=folder,
                                       trust_anchor=None, access=("0.0.0.0/0", "::/0"))
         self.conf.write_text(text if text is not None else unbound.render(opts, lines))
         self.listen, self.port = listen, port

@@ -157,9 +157,9 @@ def test_kill_9_under_load_keeps_adult_names_blocked(classroom, tmp_path):
     pi, phones, seg, proc = classroom.pi, classroom.phones, classroom.seg, classroom.proc
     # The fallback: unbound under the baseline config (as `appliance filter unbound-config
     # --baseline` renders it), forwarding to the same upstream.
-    text = service.unbound_config(classroom.cfg, baseline=True, listen="0.0.0.0",
+    text = service.unbound_config(classroom.cfg, baseline=True, listen=("0.0.0.0", "::"),
                                   port=BASELINE_PORT, forward=(f"127.0.0.1@{ZONE_PORT}",),
-                                  trust_anchor=None,
+                                  trust_anchor=False,
                                   # unbound answers .test itself (RFC 6761): let it through
                                   extra=('    local-zone: "test." nodefault',))
     (classroom.cfg.appliance.state_dir / "unbound").mkdir(parents=True, exist_ok=True)
