@@ -122,8 +122,10 @@ class BaselineFollower:
     """Keeps the baseline unbound's exam allowlist current: when the exams change, renders its
     config again (if it runs: its file exists) and has it reloaded through its control socket."""
 
-    def __init__(self, cfg: Config, store: Store) -> None:
+    def __init__(self, cfg: Config, store: Store,
+                 render: Callable[[], str] | None = None) -> None:
         self.cfg, self.store = cfg, store
+        self.render = render or (lambda: unbound_config(cfg, baseline=True))
         self.exams: tuple[object, ...] | None = None
 
     def __call__(self) -> None:
@@ -137,7 +139,7 @@ class BaselineFollower:
         if first or not path.exists():
             return
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(unbound_config(self.cfg, baseline=True))
+        tmp.write_text(self.render())
         tmp.replace(path)
         result = subprocess.run(["unbound-control", "-c", str(path), "reload"], capture_output=True,
                                 text=True, timeout=30, check=False)
@@ -324,10 +326,10 @@ def unbound_config(cfg: Config, *, baseline: bool, listen: tuple[str, ...] = (),
     the filter's own unbound, so both share one validated cache)."""
     folder = cfg.appliance.state_dir / "unbound"
     if trust_anchor is True:
-        trust_anchor = folder / "root.key"
-    if baseline and not forward:
-        forward = (f"127.0.0.1@{cfg.filter.unbound_port}",)
-        trust_anchor = None  # the upstream validates
+        trust_anchor = unbound.ROOT_ANCHOR
+    if baseline:
+        forward = forward or (f"127.0.0.1@{cfg.filter.unbound_port}",)
+        trust_anchor = None  # what it forwards to validates
     if not listen:
         listen = cfg.filter.listen if baseline else ("127.0.0.1",)
     opts = unbound.UnboundOptions(

@@ -37,6 +37,7 @@ GOOGLE_TLDS = (  # noqa: SIM905 - 190 words read better as text
     "tg co.th com.tj tl tm tn to com.tr tt com.tw co.tz com.ua co.ug co.uk com.uy co.uz com.vc "
     "co.ve co.vi com.vn vu ws rs co.za co.zm co.zw cat"
 ).split()
+ROOT_ANCHOR = Path("/usr/share/dns/root.key")
 BASELINE_MAX = 100_000  # core adult domains; unbound holds each as a zone (~0.5 KB)
 
 
@@ -45,7 +46,9 @@ class UnboundOptions:
     interfaces: tuple[str, ...] = ("127.0.0.1",)
     port: int = 5335
     directory: Path = Path("/var/lib/appliance/unbound")
-    trust_anchor: Path | None = Path("/var/lib/appliance/unbound/root.key")  # None: no DNSSEC
+    # Debian's dns-root-data: the root's DS records, kept current by the package (so unbound
+    # needs no writable anchor file). None: no DNSSEC validation.
+    trust_anchor: Path | None = ROOT_ANCHOR
     forward: tuple[str, ...] = ()  # host@port of resolvers to forward to (else: recursion)
     insecure: tuple[str, ...] = ()  # zones not validated (a test's local zone)
     stubs: tuple[tuple[str, str], ...] = ()  # (zone, host@port) of authoritative servers
@@ -85,7 +88,7 @@ def render(opts: UnboundOptions, extra: Iterable[str] = ()) -> str:
     ]
     if opts.trust_anchor is not None:
         lines += ['    module-config: "validator iterator"',
-                  f'    auto-trust-anchor-file: "{opts.trust_anchor}"']
+                  f'    trust-anchor-file: "{opts.trust_anchor}"']
     else:
         lines.append('    module-config: "iterator"')
     if opts.stubs or opts.forward:

@@ -201,3 +201,47 @@ def test_a_flood_from_one_client_does_not_starve_another(running):
                 time.sleep(0.01)
     assert answered <= 700  # burst 400 + 200/s
     assert f.ask("www.example.test", host="::1").rcode == 0
+
+
+def test_unbound_configs_check_and_the_baseline_follows_an_exam(tmp_path, zone, runner):
+    from appliance.filter.state import Store
+    from appliance.store import open_db
+    from tests.integration.filter.conftest import Unbound
+
+    port = free_port()
+    path = write_filter_config(tmp_path, f"127.0.0.1:{zone.port}", port=free_port(),
+                               listen=["127.0.0.1"], baseline_port=port,
+                               exam_allow=["moodle.school.test"])
+    cfg = config.load(path)
+    upstream = cfg.appliance.state_dir / "unbound" / "unbound.conf"
+    res = runner.invoke(cli, ["--config", str(path), "filter", "unbound-config", "--output", str(upstream)])
+    assert res.exit_code == 0, res.output
+    text = upstream.read_text()
+    assert 'module-config: "validator iterator"' in text and 'trust-anchor-file: "/usr/share/dns/root.key"' in text
+    assert subprocess.run(["unbound-checkconf", str(upstream)], capture_output=True).returncode == 0
+    # The baseline, as its unit renders it, but forwarding to the test zone.
+
+    def render():
+        return service.unbound_config(cfg, baseline=True, forward=(f"127.0.0.1@{zone.port}",),
+                                      extra=('    local-zone: "test." nodefault',))
+
+    text = render()
+    base = service.baseline_path(cfg)
+    baseline = Unbound(base.parent, "127.0.0.1", port, [], text=text)
+    baseline.conf = base
+    base.write_text(text)
+    baseline.start()
+    try:
+        assert query("127.0.0.1", port, "www.example.test").rcode == 0
+        assert query("127.0.0.1", port, "porn.test").rcode == wire.NXDOMAIN
+        follower = service.BaselineFollower(cfg, Store(open_db(cfg.database_path)), render)
+        follower()  # the state at start: nothing to do
+        service.start_exam(cfg, "students", datetime.fromtimestamp(time.time() + 3600, TZ)
+                           .strftime("%Y-%m-%dT%H:%M"))
+        follower()
+        assert 'local-zone: "." always_nxdomain' in base.read_text()
+        wait_for(lambda: query("127.0.0.1", port, "www.example.test").rcode == wire.NXDOMAIN,
+                 timeout=10, what="the baseline in exam mode")
+        assert query("127.0.0.1", port, "moodle.school.test").rcode == 0
+    finally:
+        baseline.stop()
