@@ -319,7 +319,7 @@ def show_lists(cfg: Config) -> dict[str, Any]:
 
 
 def unbound_config(cfg: Config, *, baseline: bool, listen: tuple[str, ...] = (),
-                   port: int | None = None, trust_anchor: Path | None | bool = True,
+                   port: int | None = None, trust_anchor: Path | bool | None = True,
                    forward: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> str:
     """The upstream's unbound.conf, or (`baseline`) the fallback's: the baseline policy (with the
     running exam's allowlist), forwarding to `forward` (`host@port`; the baseline's default is

@@ -217,7 +217,8 @@ def test_unbound_configs_check_and_the_baseline_follows_an_exam(tmp_path, zone, 
     res = runner.invoke(cli, ["--config", str(path), "filter", "unbound-config", "--output", str(upstream)])
     assert res.exit_code == 0, res.output
     text = upstream.read_text()
-    assert 'module-config: "validator iterator"' in text and 'trust-anchor-file: "/usr/share/dns/root.key"' in text
+    assert 'module-config: "validator iterator"' in text
+    assert 'trust-anchor-file: "/usr/share/dns/root.key"' in text
     assert subprocess.run(["unbound-checkconf", str(upstream)], capture_output=True).returncode == 0
     # The baseline, as its unit renders it, but forwarding to the test zone.
 
