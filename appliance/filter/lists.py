@@ -27,7 +27,9 @@ import json
 import mmap
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 import urllib.request
 from array import array
@@ -101,31 +103,48 @@ def parse_line(line: str) -> str | bool | None:
     return False
 
 
-def parse_lines(lines: Iterable[str]) -> tuple[list[str], int, list[str]]:
-    """(domains, bad line count, the first few bad lines) of a list in any supported format."""
-    out: list[str] = []
-    bad = 0
-    examples: list[str] = []
+@dataclass
+class SourceReport:
+    """What one list held: domains taken, bad lines and the first few of them."""
+
+    category: str
+    location: str
+    domains: int = 0
+    bad: int = 0
+    bad_examples: list[str] = field(default_factory=list)
+
+    def bad_line(self, text: str) -> None:
+        self.bad += 1
+        if len(self.bad_examples) < 5:
+            self.bad_examples.append(text[:120])
+
+
+def iter_domains(lines: Iterable[str], report: SourceReport) -> Iterator[str]:
+    """The domains of a list in any supported format, one line at a time (a 4.5-million-line
+    list is never held in memory); bad lines are counted in `report`."""
     for raw in lines:
         text = raw.strip()
         parts = text.split("#", 1)[0].split()
         if len(parts) >= 2 and parts[0] in _SINK:
-            names = [normalize(p) for p in parts[1:]]
-            good = [n for n in names if n and n not in _HOSTS_SELF]
-            out += good
+            good = [n for n in map(normalize, parts[1:]) if n and n not in _HOSTS_SELF]
             if not good and not all(p in _HOSTS_SELF for p in parts[1:]):
-                bad += 1
-                if len(examples) < 5:
-                    examples.append(text[:120])
+                report.bad_line(text)
+            report.domains += len(good)
+            yield from good
             continue
         result = parse_line(text)
         if result is False:
-            bad += 1
-            if len(examples) < 5:
-                examples.append(text[:120])
+            report.bad_line(text)
         elif isinstance(result, str):
-            out.append(result)
-    return out, bad, examples
+            report.domains += 1
+            yield result
+
+
+def parse_lines(lines: Iterable[str]) -> tuple[list[str], int, list[str]]:
+    """(domains, bad line count, the first few bad lines) of a list in any supported format."""
+    report = SourceReport("", "")
+    domains = list(iter_domains(lines, report))
+    return domains, report.bad, report.bad_examples
 
 
 @dataclass(frozen=True)
@@ -145,79 +164,99 @@ def ut1_sources(folder: Path, categories: Iterable[str] | None = None) -> list[S
 
 
 def read_source(source: Source, timeout: float = 30.0) -> list[str]:
-    """The lines of a source; ListError naming it if it cannot be read or fetched."""
+    """All the lines of a (small) source; ListError naming it if it cannot be read."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return list(read_lines(fetch(source, Path(tmp), timeout), source))
+
+
+def fetch(source: Source, folder: Path, timeout: float = 30.0) -> Path:
+    """A local file holding the source: the file itself, or a URL downloaded into `folder` (in
+    chunks). ListError naming the source if it cannot be read or fetched."""
     try:
         if source.location.startswith(("http://", "https://")):
-            with urllib.request.urlopen(source.location, timeout=timeout) as resp:  # noqa: S310
-                data: bytes = resp.read()
-        else:
-            data = Path(source.location).read_bytes()
+            path = folder / f"download-{len(list(folder.iterdir()))}"
+            with urllib.request.urlopen(source.location, timeout=timeout) as resp, \
+                    path.open("wb") as out:  # noqa: S310 - the school's configured list URL
+                shutil.copyfileobj(resp, out, 1 << 20)
+            return path
+        path = Path(source.location)
+        with path.open("rb"):
+            return path
     except (OSError, ValueError) as exc:
         raise ListError(f"{source.location} ({source.category}): cannot read: {exc}") from None
-    return data.decode("utf-8", "replace").splitlines()
 
 
-@dataclass
-class SourceReport:
-    category: str
-    location: str
-    domains: int
-    bad: int
-    bad_examples: list[str] = field(default_factory=list)
+def read_lines(path: Path, source: Source) -> Iterator[str]:
+    """The lines of a fetched source, read as they are used."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            yield from f
+    except OSError as exc:
+        raise ListError(f"{source.location} ({source.category}): cannot read: {exc}") from None
 
 
-def compile_lists(parsed: Iterable[tuple[Source, list[str]]], out: Path) -> dict[str, Any]:
+def compile_lists(parsed: Iterable[tuple[Source, Iterable[str]]], out: Path) -> dict[str, Any]:
     """Compile (source, lines) pairs into the matcher file `out` (written whole, then renamed);
     return its header (categories, per-source reports, entries, built_at). ListError if a source
-    is mostly bad lines or there are more than 64 categories; `out` is then untouched."""
+    is mostly bad lines or there are more than 64 categories; `out` is then untouched.
+
+    Memory: 8 bytes per listed domain (the keys, bucketed by their top byte) plus one bucket
+    sorted at a time; keys and masks go to temporary files as each bucket is done."""
     buckets = [array("Q") for _ in range(_BUCKETS)]
     categories: list[str] = []
     reports: list[SourceReport] = []
     for source, lines in parsed:
-        domains, bad, examples = parse_lines(lines)
-        if bad and bad > _MAX_BAD_SHARE * (bad + len(domains)):
-            raise ListError(f"{source.location} ({source.category}): {bad} of "
-                            f"{bad + len(domains)} lines are not domains, e.g. {examples[:1]}")
         if source.category not in categories:
             if len(categories) == MAX_CATEGORIES:
                 raise ListError(f"{source.location}: more than {MAX_CATEGORIES} categories")
             categories.append(source.category)
         bit = categories.index(source.category)
-        for name in domains:
+        report = SourceReport(source.category, source.location)
+        for name in iter_domains(lines, report):
             k = key(name)
             # The low 6 bits carry the category while sorting; the key keeps 58 bits.
             buckets[k >> 56].append((k & ~0x3F) | bit)
-        reports.append(SourceReport(source.category, source.location, len(domains), bad, examples))
-    keys = array("Q")
-    masks = array("Q")
-    for bucket in buckets:
-        last = -1
-        for value in sorted(bucket):
-            k = value & ~0x3F
-            if k == last:
-                masks[-1] |= 1 << (value & 0x3F)
-            else:
-                keys.append(k)
-                masks.append(1 << (value & 0x3F))
-                last = k
-        del bucket[:]
-    header = {"categories": categories, "entries": len(keys), "built_at": time.time(),
-              "sources": [vars(r) for r in reports]}
-    blob = json.dumps(header).encode()
-    head = MAGIC + len(blob).to_bytes(4, "little") + blob
-    head += b"\0" * (-len(head) % 8)
-    if sys.byteorder != "little":  # pragma: no cover - every Pi and PC is little-endian
-        keys.byteswap()
-        masks.byteswap()
+        bad, total = report.bad, report.bad + report.domains
+        if bad and bad > _MAX_BAD_SHARE * total:
+            raise ListError(f"{source.location} ({source.category}): {bad} of {total} lines are "
+                            f"not domains, e.g. {report.bad_examples[:1]}")
+        reports.append(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    entries = 0
     try:
-        with tmp.open("wb") as f:
-            f.write(head)
-            keys.tofile(f)
-            masks.tofile(f)
-            f.flush()
-            os.fsync(f.fileno())
+        with tempfile.TemporaryFile(dir=out.parent) as kf, \
+                tempfile.TemporaryFile(dir=out.parent) as mf:
+            for i, bucket in enumerate(buckets):
+                keys, masks = array("Q"), array("Q")
+                last = -1
+                for value in sorted(bucket):
+                    k = value & ~0x3F
+                    if k == last:
+                        masks[-1] |= 1 << (value & 0x3F)
+                    else:
+                        keys.append(k)
+                        masks.append(1 << (value & 0x3F))
+                        last = k
+                buckets[i] = array("Q")  # free it before the next one
+                if sys.byteorder != "little":  # pragma: no cover - every Pi and PC is
+                    keys.byteswap()
+                    masks.byteswap()
+                keys.tofile(kf)
+                masks.tofile(mf)
+                entries += len(keys)
+            header = {"categories": categories, "entries": entries, "built_at": time.time(),
+                      "sources": [vars(r) for r in reports]}
+            blob = json.dumps(header).encode()
+            head = MAGIC + len(blob).to_bytes(4, "little") + blob
+            head += b"\0" * (-len(head) % 8)
+            with tmp.open("wb") as f:
+                f.write(head)
+                for part in (kf, mf):
+                    part.seek(0)
+                    shutil.copyfileobj(part, f, 1 << 20)
+                f.flush()
+                os.fsync(f.fileno())
         Matcher.open(tmp)  # readable before it replaces anything
         os.replace(tmp, out)
     finally:
@@ -226,11 +265,13 @@ def compile_lists(parsed: Iterable[tuple[Source, list[str]]], out: Path) -> dict
     return header
 
 
-def update(sources: Iterable[Source], out: Path) -> dict[str, Any]:
-    """Read every source, then compile them into `out`; ListError (and `out` untouched) if any
-    one of them cannot be read or parsed."""
-    parsed = [(s, read_source(s)) for s in sources]
-    return compile_lists(parsed, out)
+def update(sources: Iterable[Source], out: Path, timeout: float = 30.0) -> dict[str, Any]:
+    """Fetch every source (downloads first, so a failed one stops the update before anything
+    is compiled), then compile them into `out`, streaming; ListError (and `out` untouched) if
+    any one of them cannot be read or parsed."""
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+        fetched = [(s, fetch(s, Path(tmp), timeout)) for s in sources]
+        return compile_lists(((s, read_lines(p, s)) for s, p in fetched), out)
 
 
 def _suffixes(name: str) -> Iterator[str]:

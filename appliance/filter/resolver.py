@@ -62,6 +62,9 @@ class _Entry:
     offsets: tuple[int, ...]
     chain: tuple[str, ...]
     question_len: int
+    # The answer with its TTLs counted down for one (elapsed second, cap): most queries of a
+    # second then only get their ID, RD bit and letter case patched in.
+    template: tuple[int, int | None, bytes] | None = None
 
 
 @dataclass
@@ -72,6 +75,8 @@ class _Snapshot:
     trusted: bool
     actives: dict[str, Active]
     memo: dict[tuple[str, str], Decision] = field(default_factory=dict)
+    # Our own answers (blocked, canary) by (group, question, type, bits): built once per snapshot.
+    replies: dict[tuple[str, bytes, int, int], bytes] = field(default_factory=dict)
 
 
 def _bits(q: wire.Query) -> int:
@@ -127,6 +132,7 @@ class Resolver:
                    or new.actives != old.actives or new.trusted != old.trusted)
         if not changed and len(old.memo) < MEMO_MAX:
             new.memo = old.memo
+            new.replies = old.replies
         self.snap = new
         return changed
 
@@ -176,7 +182,15 @@ class Resolver:
             return self._local(q, name, local)
         d = self._decide(snap, group, name)
         if d.action != "forward" and d.action != "rewrite":
-            return self._blocked(q, d, name)
+            rkey = (group, q.key, q.qtype, _bits(q))
+            made = snap.replies.get(rkey)
+            if made is None:
+                made = self._blocked(q, d, name)
+                if len(snap.replies) < MEMO_MAX:
+                    snap.replies[rkey] = made
+            else:
+                self._count_block(d, name)
+            return _patch_ours(made, q, data)
         if d.action == "rewrite":
             return self._rewrite(snap, q, d, tcp)
         key = (q.key, q.qtype, q.qclass, _bits(q))
@@ -261,21 +275,29 @@ class Resolver:
         if elapsed >= entry.ttl:
             self.cache.pop((q.key, q.qtype, q.qclass, _bits(q)), None)
             return None
-        blocked = self._chain_block(snap, d, entry.chain)
-        if blocked is not None:
-            return self._blocked(q, blocked, q.name.lower())
-        buf = _patch(bytearray(entry.data), q, data, entry.offsets, elapsed, d.ttl_cap)
-        return self._fit(q, buf, tcp)
+        if entry.chain:
+            blocked = self._chain_block(snap, d, entry.chain)
+            if blocked is not None:
+                return self._blocked(q, blocked, q.name.lower())
+        t = entry.template
+        if t is None or t[0] != elapsed or t[1] != d.ttl_cap:
+            t = (elapsed, d.ttl_cap, _patch(bytearray(entry.data), q, data, entry.offsets, elapsed,
+                                            d.ttl_cap))
+            entry.template = t
+        return self._fit(q, _patch_ours(t[2], q, data), tcp)
 
     def _fit(self, q: wire.Query, reply: bytes, tcp: bool) -> bytes:
         if not tcp and len(reply) > wire.max_size(q):
             return wire.truncated(q)
         return reply
 
-    def _blocked(self, q: wire.Query, d: Decision, name: str) -> bytes:
+    def _count_block(self, d: Decision, name: str) -> None:
         self.stats[(d.group, d.category or "blocked")] += 1
         if d.category != "canary":
             self.blocked_names[name] += 1
+
+    def _blocked(self, q: wire.Query, d: Decision, name: str) -> bytes:
+        self._count_block(d, name)
         if d.action == "nodata":
             return wire.response(q, wire.NOERROR, authority=(_soa(name),))
         code = wire.EDE_FILTERED if d.category in ("canary", "exam") else wire.EDE_BLOCKED
@@ -341,6 +363,14 @@ def _patch(buf: bytearray, q: wire.Query, query: bytes, offsets: tuple[int, ...]
                 ttl = cap
             struct.pack_into("!I", buf, off, ttl)
     return bytes(buf)
+
+
+def _patch_ours(reply: bytes, q: wire.Query, query: bytes) -> bytes:
+    """A reply built for an earlier query of the same question, made this query's: its ID, RD
+    bit and the letter case of its question (the question is uncompressed at offset 12)."""
+    end = q.question_end - 4
+    rd = (reply[2] & 0xFE) | (query[2] & 0x01)
+    return query[0:2] + bytes((rd,)) + reply[3:12] + query[12:end] + reply[end:]
 
 
 def _soa(name: str) -> wire.Record:

@@ -9,10 +9,12 @@ Paths, under `[appliance] state_dir`: `filter/lists.bin` (the compiled lists), `
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -342,9 +344,12 @@ def unbound_config(cfg: Config, *, baseline: bool, listen: tuple[str, ...] = (),
     lines: list[str] = list(extra)
     if baseline:
         adult: list[str] = []
-        for s in sources(cfg):
-            if s.category == "adult":
-                adult += lists.parse_lines(lists.read_source(s))[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            for s in sources(cfg):
+                if s.category == "adult" and len(adult) < unbound.BASELINE_MAX:
+                    report = lists.SourceReport(s.category, s.location)
+                    names = lists.iter_domains(lists.read_lines(lists.fetch(s, Path(tmp)), s), report)
+                    adult += itertools.islice(names, unbound.BASELINE_MAX - len(adult))
         state = Store.open(cfg.database_path).load()
         now = time.time()
         running = [e for e in state.exams if e.until > now]

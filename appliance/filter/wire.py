@@ -14,6 +14,7 @@ the trailing dot; the root is "".
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field, replace
 
@@ -117,8 +118,12 @@ class Query:
 
 # -- names -------------------------------------------------------------------------------------
 
+# Printable ASCII but "." and "\\": a label that needs no escaping (the common case, one C call).
+_PLAIN_LABEL = re.compile(rb"[!-\-/-\[\]-~]+")
+
+
 def _label_text(raw: bytes) -> str:
-    if all(33 <= b <= 126 and b not in (0x2E, 0x5C) for b in raw):
+    if _PLAIN_LABEL.fullmatch(raw):
         return raw.decode("ascii")
     return "".join(chr(b) if 33 <= b <= 126 and b not in (0x2E, 0x5C) else f"\\{b:03d}"
                    for b in raw)

@@ -111,7 +111,11 @@ class Unbound:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen([*self.prefix, shutil.which("unbound") or "unbound", "-d",
                                           "-c", str(self.conf)], stdout=out, stderr=subprocess.STDOUT)
-        wait_for(self.answers, timeout=15, what=f"unbound on {self.listen}:{self.port}")
+        try:
+            wait_for(self.answers, timeout=15, what=f"unbound on {self.listen}:{self.port}")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def answers(self) -> bool:

@@ -97,9 +97,10 @@ def classroom(network, tmp_path):
     service.update_lists(cfg)
     zone = Unbound(tmp_path / "zone", "127.0.0.1", ZONE_PORT, zone_lines(),
                    prefix=pi.exec_prefix()).start()
-    proc = Process(path, "filter", "serve", log=tmp_path / "filter.log", netns=pi.name).start()
-    redirect(pi, FILTER_PORT)
+    proc = Process(path, "filter", "serve", log=tmp_path / "filter.log", netns=pi.name)
     try:
+        proc.start()
+        redirect(pi, FILTER_PORT)
         wait_for(lambda: dig(pi, "127.0.0.1", "www.example.test", "-p", str(FILTER_PORT)) == "NOERROR",
                  timeout=15, what="the filter")
         yield Classroom(pi, phones, seg, addrs, cfg, proc)
@@ -177,14 +178,20 @@ def test_kill_9_under_load_keeps_adult_names_blocked(classroom, tmp_path):
         script.write_text(LOAD.format(repo=str(Path(__file__).resolve().parents[3])))
         out, stop = tmp_path / "load.log", tmp_path / "load.stop"
         load = phones["unknown"].popen(sys.executable, str(script), seg.gateway4, str(out), str(stop))
-        wait_for(lambda: out.exists() and out.read_text().count("\n") > 50, timeout=10, what="load")
-        assert proc.proc is not None
-        proc.proc.kill()  # kill -9
-        proc.proc.wait()
-        redirect(pi, BASELINE_PORT)  # the helper's switch
-        time.sleep(1.5)
-        stop.touch()
-        load.wait(10)
+        try:
+            wait_for(lambda: out.exists() and out.read_text().count("\n") > 50, timeout=10,
+                     what="load")
+            assert proc.proc is not None
+            proc.proc.kill()  # kill -9
+            proc.proc.wait()
+            redirect(pi, BASELINE_PORT)  # the helper's switch
+            time.sleep(1.5)
+            stop.touch()
+            load.wait(10)
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.wait()
         lines = [line.split() for line in out.read_text().splitlines()]
         adult = [(n, rc, an) for n, rc, an in lines if n != "www.example.test"]
         assert adult and all(rc in ("3", "timeout") for _, rc, _ in adult), adult
