@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -144,7 +145,10 @@ def lists_show(cfg: Config, out: Output) -> None:
     def text(d: dict[str, object]) -> str:
         rows = d["sources"]
         assert isinstance(rows, list)
-        lines = [f"{d['entries']} domains, built {d['built_at']} ({d['path']})"]
+        built = d["built_at"]
+        when = (datetime.fromtimestamp(float(built)).isoformat(timespec="seconds")
+                if isinstance(built, int | float) else "never")
+        lines = [f"{d['entries']} domains, built {when} ({d['path']})"]
         lines += [f"  {s['category']:20} {s['domains']:>9} domains {s['bad']:>6} bad  {s['location']}"
                   for s in rows]
         return "\n".join(lines)
