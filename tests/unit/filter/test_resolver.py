@@ -3,6 +3,8 @@
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance import config
 from appliance.filter import lists, policy, wire
@@ -158,3 +160,25 @@ def test_big_answers_truncated_for_udp_clients_without_edns(matcher):
     assert out.flags & wire.TC and not out.answers
     tcp = r.answer(q("big.example", edns=False), "10.0.0.9", tcp=True)
     assert len(wire.parse(tcp).answers) == 59
+
+
+
+@pytest.fixture(scope="module")
+def fuzz_resolver(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fuzz") / "l.bin"
+    lists.compile_lists([(Source("adult", "x"), ["porn.test"])], out)
+    return make(lists.Matcher.open(out))[0]
+
+
+# Any bytes from any client: an answer, a Forward or nothing, never an exception; and whatever
+# upstream sends back is turned into a reply.
+@settings(max_examples=1500, deadline=None)
+@given(st.binary(max_size=300), st.binary(max_size=300))
+def test_random_queries_and_upstream_answers_never_crash(fuzz_resolver, query_bytes, upstream_bytes):
+    r = fuzz_resolver
+    for data in (query_bytes, q("www.example.org")[:12] + query_bytes, q("www.example.org")):
+        out = r.answer(data, "10.0.0.9")
+        if isinstance(out, Forward):
+            assert wire.parse(r.complete(out, upstream_bytes)).id == 0x4242
+        elif out is not None:
+            assert out[:2] == data[:2]
