@@ -193,6 +193,15 @@ def _cidr(value: str) -> None:
         raise ValueError("must be an IP range such as 10.0.1.0/24 or 2001:db8::/64") from None
 
 
+def _ip(value: str) -> None:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("must be an IP address such as 192.168.4.1 or 2001:db8::1") from None
+
+
 def _mac(value: str) -> None:
     _check(bool(re.fullmatch(r"([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}", value)),
            "must be a MAC address such as 02:00:00:00:00:01")
@@ -286,6 +295,7 @@ class FilterSection:
     timezone: str = field(default="UTC", metadata=rule(_timezone))
     default_group: str = field(default="students", metadata=rule(_id))
     exam_allow: tuple[str, ...] = ()
+    block_page: tuple[str, ...] = field(default=(), metadata=rule(each=_ip))
     lists: tuple[FilterListTable, ...] = ()
     groups: tuple[FilterGroupTable, ...] = ()
     schedules: tuple[FilterScheduleTable, ...] = ()

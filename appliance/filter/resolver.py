@@ -94,7 +94,8 @@ class Resolver:
                  state: Callable[[], State] = State, identity: Identity | None = None,
                  local: LocalAnswers | None = None, clock: Callable[[], float] = time.time,
                  trusted: Callable[[], bool] = lambda: True, cache_size: int = 20000,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 block_page: tuple[str, ...] = ()) -> None:
         self.policy = policy
         self._matcher = matcher
         self._state = state
@@ -104,6 +105,7 @@ class Resolver:
         self._trusted = trusted
         self.cache_size = cache_size
         self.monotonic = monotonic
+        self.block_page = tuple(ipaddress.ip_address(a) for a in block_page)
         self.cache: dict[CacheKey, _Entry] = {}
         self._groups: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
@@ -302,6 +304,15 @@ class Resolver:
             return wire.response(q, wire.NOERROR, authority=(_soa(name),))
         code = wire.EDE_FILTERED if d.category in ("canary", "exam") else wire.EDE_BLOCKED
         text = {"canary": "bypass canary", "exam": "exam mode"}.get(d.category, f"category {d.category}")
+        if self.block_page and d.category != "canary":
+            # The block page: a browser asking for the blocked name over plain HTTP lands on the
+            # portal, which says why (by name: no student data in the URL). Other types: no data.
+            answers = tuple(wire.Record(q.name, rtype, wire.IN, BLOCK_TTL, ip.packed)
+                            for ip in self.block_page
+                            for rtype in ((wire.A,) if ip.version == 4 else (wire.AAAA,))
+                            if q.qtype in (rtype, wire.ANY))
+            return wire.response(q, wire.NOERROR, answers, (() if answers else (_soa(name),)),
+                                 ede=(code, text))
         return wire.response(q, wire.NXDOMAIN, authority=(_soa(name),), ede=(code, text))
 
     def _local(self, q: wire.Query, name: str, addrs: list[str]) -> bytes:

@@ -82,7 +82,8 @@ def build_resolver(cfg: Config, store: Store, *, identity: Identity | None = Non
         load_policy(cfg, store), matcher=working.current, state=_StateCache(store),
         identity=identity or KernelNeighbours(),
         local=local or HostsAnswers(filter_dir(cfg) / "local-hosts"),
-        clock=clock, trusted=trusted, cache_size=cfg.filter.cache_size)
+        clock=clock, trusted=trusted, cache_size=cfg.filter.cache_size,
+        block_page=cfg.filter.block_page)
     return resolver, working
 
 

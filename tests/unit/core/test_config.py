@@ -268,10 +268,10 @@ def test_unsupported_field_types_are_a_bug_in_config_py():
 # --- dump: every key of every section, non-default, read back equal ------------------------------
 
 STRINGS = ['quote " back \\ tab\t new\nline é ☃ 😀 \x7f', "edge/v2", "node-7", "x",
-           # what [filter] keys accept: a time zone, times of day, days, host:port, MACs (two in a
-           # row: arrays are tried as neighbouring pairs), an IP range (last: alone in the final pair)
+           # what [filter] keys accept: a time zone, times of day, days, host:port, MACs and IP
+           # addresses (two in a row: arrays are tried as neighbouring pairs), an IP range
            "Europe/Paris", "10:30", "11:45", "mon,wed", "127.0.0.1:53", "02:00:00:00:00:0a",
-           "02:00:00:00:00:0b", "10.0.0.0/24"]
+           "02:00:00:00:00:0b", "192.0.2.1", "2001:db8::1", "10.0.0.0/24"]
 
 
 def _candidates(hint, default):

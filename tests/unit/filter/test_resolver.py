@@ -1,5 +1,6 @@
 """The resolver without sockets: queries in, replies or Forwards out, upstream answers fed back."""
 
+import ipaddress
 import struct
 
 import pytest
@@ -182,3 +183,15 @@ def test_random_queries_and_upstream_answers_never_crash(fuzz_resolver, query_by
             assert wire.parse(r.complete(out, upstream_bytes)).id == 0x4242
         elif out is not None:
             assert out[:2] == data[:2]
+
+
+def test_block_page_answers_the_portal_address_with_the_ede(matcher):
+    r, _, _ = make(matcher)
+    r.block_page = (ipaddress.ip_address("192.168.4.1"), ipaddress.ip_address("2001:db8::1"))
+    a4 = wire.parse(r.answer(q("porn.test"), "10.0.0.9"))
+    assert a4.rcode == 0 and a4.answers[0].rdata == bytes([192, 168, 4, 1]) and a4.answers[0].ttl == 10
+    assert a4.edns.ede() == (wire.EDE_BLOCKED, "category adult")
+    assert wire.parse(r.answer(q("porn.test", wire.AAAA), "10.0.0.9")).answers[0].rtype == wire.AAAA
+    https = wire.parse(r.answer(q("porn.test", wire.HTTPS), "10.0.0.9"))
+    assert https.rcode == 0 and not https.answers
+    assert wire.parse(r.answer(q("use-application-dns.net"), "10.0.0.9")).rcode == wire.NXDOMAIN
