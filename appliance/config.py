@@ -284,6 +284,7 @@ class FilterSection:
 
     listen: tuple[str, ...] = ("0.0.0.0", "::")  # noqa: S104 - every classroom device asks it
     port: int = field(default=53, metadata=rule(_port))
+    workers: int = field(default=1, metadata=rule(lambda v: _check(1 <= v <= 16, "must be 1-16")))
     upstreams: tuple[str, ...] = ("127.0.0.1:5335",)
     unbound_port: int = field(default=5335, metadata=rule(_port))
     baseline_port: int = field(default=5336, metadata=rule(_port))

@@ -118,6 +118,8 @@ class Server:
             t = socket.socket(fam, socket.SOCK_STREAM)
             for s in (u, t):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if self.section.workers > 1:  # several processes on one port
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if fam == socket.AF_INET6:
                     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 s.bind((addr, self.section.port))

@@ -8,10 +8,12 @@ Paths, under `[appliance] state_dir`: `filter/lists.bin` (the compiled lists), `
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import logging
+import os
 import signal
 import subprocess
 import tempfile
@@ -153,7 +155,66 @@ class BaselineFollower:
 def serve(cfg: Config, stop: threading.Event, *, identity: Identity | None = None,
           clock: Callable[[], float] = time.time, ready: Callable[[Server], None] | None = None) -> None:
     """Run the filter until `stop` is set. SIGHUP reads the configuration again; a file that does
-    not validate is logged (naming file and key) and the running policy stays."""
+    not validate is logged (naming file and key) and the running policy stays. With `[filter]
+    workers` > 1 (and called from the CLI, before any thread exists) it forks that many worker
+    processes sharing the port (SO_REUSEPORT: the kernel keeps each client on one worker)."""
+    if cfg.filter.workers > 1 and identity is None and ready is None:
+        serve_workers(cfg, stop)
+        return
+    serve_one(cfg, stop, identity=identity, clock=clock, ready=ready)
+
+
+def serve_workers(cfg: Config, stop: threading.Event) -> None:
+    """The parent of `workers` processes: tells systemd READY and WATCHDOG for them (children
+    never notify), passes SIGHUP and SIGTERM on, and exits with status 1 if one dies (systemd
+    then restarts the whole filter)."""
+    children: list[int] = []
+    for _ in range(cfg.filter.workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            os.environ.pop("NOTIFY_SOCKET", None)
+            code = 0
+            try:
+                serve_one(cfg, stop)
+            except BaseException:
+                log.exception("filter worker failed")
+                code = 1
+            os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, frame: Any) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        if signum != signal.SIGHUP:
+            stop.set()
+
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    sd_notify("READY=1")
+    failed = False
+    while not stop.wait(1.0):
+        for pid in children:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                log.error("filter worker %d ended: stopping the others (systemd restarts us)", pid)
+                failed = True
+        if failed:
+            break
+        sd_notify("WATCHDOG=1")
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for pid in children:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    if failed:
+        raise SystemExit(1)
+
+
+def serve_one(cfg: Config, stop: threading.Event, *, identity: Identity | None = None,
+              clock: Callable[[], float] = time.time,
+              ready: Callable[[Server], None] | None = None) -> None:
     store = Store.open(cfg.database_path)
     resolver, working = build_resolver(cfg, store, identity=identity, clock=clock)
     stats = Stats(resolver, store, working)

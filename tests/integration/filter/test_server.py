@@ -4,6 +4,8 @@ the UT1 lists and the synthetic adult list compiled, and an injected clock."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -246,3 +248,30 @@ def test_unbound_configs_check_and_the_baseline_follows_an_exam(tmp_path, zone, 
         assert query("127.0.0.1", port, "moodle.school.test").rcode == 0
     finally:
         baseline.stop()
+
+
+def test_several_workers_share_the_port_and_one_dying_stops_all(tmp_path, zone, start):
+    port = free_port()
+    path = write_filter_config(tmp_path, f"127.0.0.1:{zone.port}", port=port,
+                               listen=["127.0.0.1"], workers=2)
+    service.update_lists(config.load(path))
+    proc = start(path, "filter", "serve")
+    wait_for(lambda: _answers(port), timeout=20, what="the workers")
+    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.proc.pid)],
+                                               capture_output=True, text=True).stdout.split()]
+    assert len(children) == 2
+    # Many clients (source ports): every one answered, blocked names blocked.
+    for _ in range(40):
+        assert query("127.0.0.1", port, "www.example.test").rcode == 0
+        assert query("127.0.0.1", port, "porn.test").rcode == wire.NXDOMAIN
+    os.kill(children[0], signal.SIGKILL)
+    assert proc.proc.wait(10) == 1  # systemd restarts the whole filter
+    wait_for(lambda: not any(os.path.exists(f"/proc/{c}") for c in children[1:]), timeout=10,
+         what="the other worker to stop")
+
+
+def _answers(port):
+    try:
+        return query("127.0.0.1", port, "www.example.test", timeout=0.3).rcode == 0
+    except (OSError, wire.WireError):
+        return False
