@@ -3,9 +3,12 @@
 Owns the DNS protocol (`wire`, pure), the compiled category lists (`lists`: parse hosts, plain,
 adblock and UT1 folders; compile to a memory-mapped matcher swapped atomically), the policy
 (`policy`, pure: groups, categories, SafeSearch, schedules, exam mode, overrides, canaries,
-`explain`), its persisted state (`state`: exams, overrides, audit log in `appliance.db`), the
-server (`server`: UDP and TCP, cache, upstream, rate limit) and the unbound configurations
-(`unbound`: the upstream's, and the baseline policy used when the filter is down).
+`explain`), the answer to one query (`resolver`: cache, CNAME chains; no sockets), its persisted
+state (`state`, `schema`: exams, overrides, audit log, statistics in `appliance.db`), the server
+(`server`: UDP and TCP threads, upstream, rate limit), the operations each command and the
+console call (`service`), the unbound configurations (`unbound`: the upstream's, and the
+baseline policy used when the filter is down) and the console summary (`summary`).
+See docs/filter.md.
 
 Offers others (see OFFERS): `policy` (decisions and `explain`, for the portal's "why is this
 site blocked?" and the console), `identity` (the protocols the network capability implements:
