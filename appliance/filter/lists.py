@@ -6,10 +6,10 @@ Compiled file (little-endian), one entry per distinct domain:
     b"CEFILT01" | u32 header length | JSON header (categories by bit, sources, built_at) |
     padding to 8 | u64 keys[n] sorted | u64 masks[n]
 
-A key is the first 8 bytes of BLAKE2b of the lower-cased domain; the mask has bit i set for the
-header's category i (at most 64 categories). A lookup walks the name and each parent (a listed
-domain covers its subdomains) and ORs the masks it finds; a collision of two different domains is
-about n / 2**64 per lookup. The compiler buckets keys by their top byte and sorts one bucket at a
+A key is the first 8 bytes of BLAKE2b of the lower-cased domain with its low 6 bits cleared (58
+bits kept); the mask has bit i set for the header's category i (at most 64 categories). A lookup
+walks the name and each parent (a listed domain covers its subdomains) and ORs the masks it
+finds; an unlisted name matches a listed one's key with a chance of about n / 2**58. The compiler buckets keys by their top byte and sorts one bucket at a
 time, so its peak memory is 8 bytes per entry plus one bucket, not a Python object per domain.
 
 `update()` compiles to a temporary file, opens it to check it, then renames it over the working
