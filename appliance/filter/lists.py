@@ -9,13 +9,16 @@ Compiled file (little-endian), one entry per distinct domain:
 A key is the first 8 bytes of BLAKE2b of the lower-cased domain with its low 6 bits cleared (58
 bits kept); the mask has bit i set for the header's category i (at most 64 categories). A lookup
 walks the name and each parent (a listed domain covers its subdomains) and ORs the masks it
-finds; an unlisted name matches a listed one's key with a chance of about n / 2**58. The compiler buckets keys by their top byte and sorts one bucket at a
-time, so its peak memory is 8 bytes per entry plus one bucket, not a Python object per domain.
+finds; an unlisted name matches a listed one's key with a chance of about n / 2**58.
+
+The compiler reads lists line by line, buckets keys by their top byte and sorts one bucket at a
+time, writing keys and masks to temporary files as it goes: its peak memory is 8 bytes per
+entry plus one bucket, not a Python object per domain.
 
 `update()` compiles to a temporary file, opens it to check it, then renames it over the working
 file; `Lists.current()` re-maps when the file changed. Readers keep the old mapping until they
-drop it, so a query never waits for a swap, and a list that cannot be read or parses to nothing
-raises `ListError` before anything is replaced.
+drop it, so a query never waits for a swap, and a list that cannot be fetched or is mostly not
+domains raises `ListError` before anything is replaced.
 """
 
 from __future__ import annotations
