@@ -39,6 +39,7 @@ MAX_CACHE_TTL = 86400
 GROUP_MEMO_S = 5.0  # how long a client address keeps its group before identity is asked again
 MEMO_MAX = 200_000
 LOCAL_TTL = 60
+DOH_CATEGORY = "doh"  # UT1's name for DNS-over-HTTPS resolvers
 
 
 @dataclass
@@ -111,6 +112,9 @@ class Resolver:
         self._lock = threading.Lock()
         self.stats: Counter[tuple[str, str]] = Counter()  # (group, "" | category) -> count
         self.blocked_names: Counter[str] = Counter()
+        # Names of the `doh` category asked for since the server last looked: it resolves them
+        # itself so the network can reject port 443 to their addresses.
+        self.doh_names: set[str] = set()
         self.hits = 0
         self.misses = 0
         self.snap = self._build(policy)
@@ -297,6 +301,8 @@ class Resolver:
         self.stats[(d.group, d.category or "blocked")] += 1
         if d.category != "canary":
             self.blocked_names[name] += 1
+        if d.category == DOH_CATEGORY and len(self.doh_names) < 10_000:
+            self.doh_names.add(name)
 
     def _blocked(self, q: wire.Query, d: Decision, name: str) -> bytes:
         self._count_block(d, name)

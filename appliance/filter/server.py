@@ -8,7 +8,9 @@ an asyncio datagram endpoint for this work, see docs/performance.md):
   immediate ECONNREFUSED, answered SERVFAIL at once instead of after the timeout);
 - one accept loop per TCP socket and one thread per TCP connection (RFC 7766 framing);
 - housekeeping: upstream timeouts (SERVFAIL after `upstream_timeout`), policy/state/list/clock
-  refresh once a second, statistics to SQLite, the systemd watchdog.
+  refresh once a second, statistics to SQLite, the systemd watchdog, and the addresses of the
+  DoH resolvers clients asked for (names of the `doh` category, resolved by us although the
+  client got NXDOMAIN) written to `doh_file` for the network's port-443 reject set.
 
 A client sending more than `rate_limit` queries a second (after a burst of `rate_burst`) has the
 rest dropped, so a flood from one device does not starve the others.
@@ -17,6 +19,7 @@ rest dropped, so a flood from one device does not starve the others.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import secrets
@@ -26,13 +29,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from appliance.config import FilterSection
+from appliance.filter import wire
 from appliance.filter.resolver import Forward, Resolver
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 20000
+DOH_REFRESH_S = 300.0  # a DoH name is resolved again at most this often
+DOH_KEEP_S = 3600.0  # its addresses stay in the reject list at least this long
 TCP_IDLE_S = 10.0
 TCP_MAX_CLIENTS = 64
 
@@ -92,7 +99,7 @@ class Server:
     port is taken) and starts the threads; `stop()` ends them."""
 
     def __init__(self, section: FilterSection, resolver: Resolver, *,
-                 on_tick: Callable[[], None] | None = None) -> None:
+                 on_tick: Callable[[], None] | None = None, doh_file: Path | None = None) -> None:
         self.section = section
         self.resolver = resolver
         self.on_tick = on_tick
@@ -109,6 +116,10 @@ class Server:
         self._down_until = [0.0] * len(self.upstreams)
         self.servfails = 0
         self._tcp_clients = threading.BoundedSemaphore(TCP_MAX_CLIENTS)
+        self.doh_file = doh_file
+        self.doh_addresses: dict[str, float] = {}  # address -> until (monotonic)
+        self._doh_asked: dict[str, float] = {}  # name -> when last resolved
+        self._doh_busy = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def bind(self) -> None:
@@ -350,9 +361,48 @@ class Server:
                 except Exception:
                     log.exception("refreshing the policy")
                     continue
+                self._doh_tick()
                 if watchdog and all(t.is_alive() for t in self._threads
                                     if t.name != "filter-_housekeeping"):
                     sd_notify("WATCHDOG=1")
+
+
+    # -- DoH endpoints -------------------------------------------------------------------------
+    def _doh_tick(self) -> None:
+        """Resolve the DoH names clients asked for (in a thread of its own: upstream may be slow)
+        and keep `doh_file` listing their addresses, for the network's reject set."""
+        if self.doh_file is None or self._doh_busy.locked():
+            return
+        names, self.resolver.doh_names = self.resolver.doh_names, set()
+        now = time.monotonic()
+        due = [n for n in names if now - self._doh_asked.get(n, -1e9) > DOH_REFRESH_S]
+        expired = [a for a, until in self.doh_addresses.items() if until <= now]
+        if not due and not expired:
+            return
+        threading.Thread(target=self._doh_resolve, args=(due,), daemon=True).start()
+
+    def _doh_resolve(self, names: list[str]) -> None:
+        with self._doh_busy:
+            now = time.monotonic()
+            for name in names:
+                self._doh_asked[name] = now
+                for qtype in (wire.A, wire.AAAA):
+                    query = wire.build(wire.Message(0, wire.RD, (wire.Question(name, qtype),)))
+                    answer = self.query_upstream(query)
+                    try:
+                        msg = wire.parse(answer) if answer else None
+                    except wire.WireError:
+                        msg = None
+                    for r in msg.answers if msg else ():
+                        if r.rtype in (wire.A, wire.AAAA) and len(r.rdata) in (4, 16):
+                            addr = str(ipaddress.ip_address(r.rdata))
+                            self.doh_addresses[addr] = now + max(r.ttl, DOH_KEEP_S)
+            self.doh_addresses = {a: u for a, u in self.doh_addresses.items() if u > now}
+            assert self.doh_file is not None
+            tmp = self.doh_file.with_name(f".{self.doh_file.name}.tmp")
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text("".join(f"{a}\n" for a in sorted(self.doh_addresses)))
+            os.replace(tmp, self.doh_file)
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes | None:

@@ -46,6 +46,12 @@ def lists_path(cfg: Config) -> Path:
     return filter_dir(cfg) / "lists.bin"
 
 
+def doh_path(cfg: Config) -> Path:
+    """Addresses of the DoH resolvers clients asked for, one per line (rewritten atomically):
+    what the network helper loads into the set whose port 443 it rejects."""
+    return filter_dir(cfg) / "doh-addresses"
+
+
 def policy_hash(cfg: Config) -> str:
     data = json.dumps(config_module.to_table(cfg.filter), sort_keys=True, default=str)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
@@ -224,7 +230,7 @@ def serve_one(cfg: Config, stop: threading.Event, *, identity: Identity | None =
         stats()
         follower()
 
-    server = Server(cfg.filter, resolver, on_tick=tick)
+    server = Server(cfg.filter, resolver, on_tick=tick, doh_file=doh_path(cfg))
     server.bind()
     server.start()
 

@@ -49,6 +49,7 @@ def zone_lines() -> list[str]:
         "www.youtube.com": ["A 142.250.1.2"],
         first("social_networks"): ["A 192.0.2.30"],
         "www." + first("gambling"): ["A 192.0.2.31"],
+        first("doh"): ["A 192.0.2.53", "AAAA 2001:db8::53"],
         "big.test": [f'TXT "{"x" * 200} {i}"' for i in range(12)],
     }
     out = ['    local-zone: "." static']

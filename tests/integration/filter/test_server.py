@@ -275,3 +275,13 @@ def _answers(port):
         return query("127.0.0.1", port, "www.example.test", timeout=0.3).rcode == 0
     except (OSError, wire.WireError):
         return False
+
+
+def test_doh_names_are_blocked_and_their_addresses_listed_for_the_network(running):
+    f = running(groups=[{"name": "students", "categories": ["adult", "doh"]}])
+    doh = first("doh")
+    out = f.ask(doh)
+    assert out.rcode == wire.NXDOMAIN and out.edns.ede() == (15, "category doh")
+    listed = service.doh_path(f.cfg)
+    wait_for(lambda: listed.exists() and listed.read_text().split() == ["192.0.2.53", "2001:db8::53"],
+             timeout=10, what="the DoH addresses file")
