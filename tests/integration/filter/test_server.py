@@ -285,3 +285,25 @@ def test_doh_names_are_blocked_and_their_addresses_listed_for_the_network(runnin
     listed = service.doh_path(f.cfg)
     wait_for(lambda: listed.exists() and listed.read_text().split() == ["192.0.2.53", "2001:db8::53"],
              timeout=10, what="the DoH addresses file")
+
+
+def test_sighup_takes_a_new_policy_and_keeps_the_running_one_on_a_bad_file(tmp_path, zone, start):
+    port = free_port()
+    path = write_filter_config(tmp_path, f"127.0.0.1:{zone.port}", port=port, listen=["127.0.0.1"])
+    service.update_lists(config.load(path))
+    proc = start(path, "filter", "serve")
+    wait_for(lambda: _answers(port), timeout=20, what="the filter")
+    assert query("127.0.0.1", port, "www.example.test").rcode == 0
+    good = path.read_text()
+    # A schedule naming a group that does not exist: refused, the running policy stays.
+    path.write_text(good + '\n[[filter.schedules]]\ngroup = "nobody"\ncategories = ["games"]\n')
+    proc.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "filter.schedules[0].group: unknown group" in proc.output(), timeout=10,
+             what="the error naming the key")
+    assert "kept the running policy" in proc.output()
+    assert query("127.0.0.1", port, "www.example.test").rcode == 0
+    # A valid change: in force at once.
+    path.write_text(good + '\n[[filter.groups]]\nname = "students"\nblock = ["example.test"]\n')
+    proc.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: query("127.0.0.1", port, "www.example.test").rcode == wire.NXDOMAIN,
+             timeout=10, what="the new policy")
