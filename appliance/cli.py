@@ -24,6 +24,8 @@ from appliance.content import cli as content_cli
 from appliance.content import schema as content_schema
 from appliance.devices import cli as devices_cli
 from appliance.devices import schema as devices_schema
+from appliance.filter import cli as filter_cli
+from appliance.filter import schema as filter_schema
 from appliance.fleet import cli as fleet_cli
 from appliance.fleet import schema as fleet_schema
 from appliance.lab import cli as lab_cli
@@ -46,12 +48,13 @@ GROUPS: tuple[tuple[click.Command, ...], ...] = (
     moodle_cli.COMMANDS,
     devices_cli.COMMANDS,
     content_cli.COMMANDS,
+    filter_cli.COMMANDS,
     lab_cli.COMMANDS,
 )
 
 # Every capability's schema (COMPONENT, DATABASE, MIGRATIONS), for `appliance migrations`.
 SCHEMAS = (fleet_schema, console_schema, provision_schema, network_schema, moodle_schema,
-           devices_schema, content_schema)
+           devices_schema, content_schema, filter_schema)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

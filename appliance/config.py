@@ -451,6 +451,142 @@ class ContentSection:
                                 'e.g. "22:00-06:00" (across midnight is fine)')
 
 
+def _cidr(value: str) -> None:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError("must be an IP range such as 10.0.1.0/24 or 2001:db8::/64") from None
+
+
+def _ip(value: str) -> None:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("must be an IP address such as 192.168.4.1 or 2001:db8::1") from None
+
+
+def _filter_mac(value: str) -> None:
+    _check(bool(re.fullmatch(r"([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}", value)),
+           "must be a MAC address such as 02:00:00:00:00:01")
+
+
+def _hhmm(value: str) -> None:
+    _check(bool(re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", value)), "must be a time of day HH:MM")
+
+
+def _days(value: str) -> None:
+    names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    parts = [p.strip() for p in value.lower().split(",")]
+    ok = value.lower() in ("daily", "*") or all(
+        all(d in names for d in p.split("-", 1)) for p in parts)
+    _check(ok, "must be days such as mon-fri, mon,wed,fri or daily")
+
+
+def _timezone(value: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be a time zone such as Europe/Paris") from None
+
+
+@dataclass(frozen=True)
+class FilterListTable:
+    """One list of the DNS filter: a category and a file, folder (UT1) or URL."""
+
+    category: str = field(metadata=rule(_nonempty))
+    path: Path | None = None
+    url: str = ""
+    # "ut1": `path` is a UT1 tree, every category folder under it (or only `categories`) a list.
+    layout: Literal["list", "ut1"] = "list"
+    categories: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        if (self.path is None) == (not self.url):
+            raise RuleError("path", "give exactly one of path and url")
+        if self.layout == "ut1" and self.path is None:
+            raise RuleError("layout", "ut1 needs path (a folder of category folders)")
+
+
+@dataclass(frozen=True)
+class FilterGroupTable:
+    """A group of devices and its policy; a key left out keeps the built-in group's value (or
+    the students' for a new group)."""
+
+    name: str = field(metadata=rule(_id))
+    macs: tuple[str, ...] = field(default=(), metadata=rule(each=_filter_mac))
+    ranges: tuple[str, ...] = field(default=(), metadata=rule(each=_cidr))
+    categories: tuple[str, ...] | None = None
+    allow: tuple[str, ...] = ()
+    block: tuple[str, ...] = ()
+    safesearch: bool | None = None
+    youtube: Literal["off", "moderate", "strict"] | None = None
+    canaries: bool | None = None
+    filtering: bool | None = None
+
+
+@dataclass(frozen=True)
+class FilterScheduleTable:
+    """Categories blocked for a group at times of the timetable."""
+
+    group: str = field(metadata=rule(_id))
+    categories: tuple[str, ...] = field(metadata=rule(lambda v: _check(bool(v), "must not be empty")))
+    days: str = field(default="mon-fri", metadata=rule(_days))
+    start: str = field(default="08:00", metadata=rule(_hhmm))
+    end: str = field(default="17:00", metadata=rule(_hhmm))
+
+    def check(self) -> None:
+        if self.start == self.end:
+            raise RuleError("end", "must differ from start")
+
+
+@dataclass(frozen=True)
+class FilterSection:
+    """The classroom's DNS filter (`appliance filter serve`) and the unbound behind it."""
+
+    listen: tuple[str, ...] = ("0.0.0.0", "::")  # noqa: S104 - every classroom device asks it
+    port: int = field(default=53, metadata=rule(_port))
+    workers: int = field(default=1, metadata=rule(lambda v: _check(1 <= v <= 16, "must be 1-16")))
+    upstreams: tuple[str, ...] = ("127.0.0.1:5335",)
+    unbound_port: int = field(default=5335, metadata=rule(_port))
+    baseline_port: int = field(default=5336, metadata=rule(_port))
+    upstream_timeout: float = field(
+        default=1.5, metadata=rule(lambda v: _check(0.1 <= v <= 10, "must be 0.1-10 seconds")))
+    cache_size: int = field(default=20000, metadata=rule(_positive))
+    rate_limit: int = field(default=200, metadata=rule(_positive))
+    rate_burst: int = field(default=400, metadata=rule(_positive))
+    timezone: str = field(default="UTC", metadata=rule(_timezone))
+    default_group: str = field(default="students", metadata=rule(_id))
+    exam_allow: tuple[str, ...] = ()
+    block_page: tuple[str, ...] = field(default=(), metadata=rule(each=_ip))
+    lists: tuple[FilterListTable, ...] = ()
+    groups: tuple[FilterGroupTable, ...] = ()
+    schedules: tuple[FilterScheduleTable, ...] = ()
+
+    def check(self) -> None:
+        builtin = {"students", "teachers", "staff", "guests", "displays"}
+        names = [g.name for g in self.groups]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise RuleError(f"groups[{i}].name", f"group {name!r} is defined twice")
+        known = builtin | set(names)
+        if self.default_group not in known:
+            raise RuleError("default_group", f"unknown group {self.default_group!r}")
+        for i, s in enumerate(self.schedules):
+            if s.group not in known:
+                raise RuleError(f"schedules[{i}].group",
+                                f"unknown group {s.group!r}; groups: {', '.join(sorted(known))}")
+        for i, up in enumerate(self.upstreams):
+            host, _, port = up.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise RuleError(f"upstreams[{i}]", f"must be host:port, e.g. 127.0.0.1:5335 (got {up!r})")
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole validated configuration. Build it with `load()` or `from_dict()`."""
@@ -464,6 +600,7 @@ class Config:
     moodle: MoodleSection = field(default_factory=MoodleSection)
     devices: DevicesSection = field(default_factory=DevicesSection)
     content: ContentSection = field(default_factory=ContentSection)
+    filter: FilterSection = field(default_factory=FilterSection)
     source: Path | None = field(default=None, compare=False)
 
     @property

@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 # Module paths of the summary providers, in the order the console shows them. A capability
 # adds its `appliance.<capability>.summary` here; nothing else.
 SUMMARIES: tuple[str, ...] = (
-    "appliance.fleet.summary", "appliance.network.summary", "appliance.moodle.summary",
-    "appliance.devices.summary", "appliance.content.summary",
+    "appliance.fleet.summary", "appliance.network.summary", "appliance.filter.summary",
+    "appliance.moodle.summary", "appliance.devices.summary", "appliance.content.summary",
 )
 
 Kind = Literal["count", "bytes", "seconds", "timestamp", "text", "bool", "pct"]

@@ -25,7 +25,7 @@ def run(runner, path, *args):
 def test_everything_is_pending_on_a_new_machine_and_nothing_is_created(runner, tmp_path):
     rows = json.loads(run(runner, config_file(tmp_path), "--pending", "--json"))
     assert {r["component"] for r in rows} == {"fleet.agent", "console", "provision", "network",
-                                              "moodle", "devices", "content"}
+                                              "moodle", "devices", "content", "filter"}
     assert all(r["state"] == "pending" for r in rows)
     assert not (tmp_path / "state").exists()
 

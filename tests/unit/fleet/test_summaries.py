@@ -127,6 +127,7 @@ def test_the_registry_yields_every_capability_summary():
     providers = summaries.providers()
     assert providers[0].spec.name == "agent"
     assert "devices" in [p.spec.name for p in providers]
+    assert "filter" in [p.spec.name for p in providers]
     assert "network" in [p.spec.name for p in providers]
     assert "backlog" in [f.key for f in summaries.specs()["agent"].fields]
 
