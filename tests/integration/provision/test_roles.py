@@ -73,6 +73,13 @@ def verify_units(tree: Path, *units: str) -> None:
         )
 
 
+def settings_of(unit: Path, key: str) -> list[str]:
+    """Every space-separated value of `key=` in a unit file."""
+    prefix = f"{key}="
+    lines = unit.read_text().splitlines()
+    return [value for line in lines if line.startswith(prefix) for value in line[len(prefix) :].split()]
+
+
 def enabled(tree: Path, unit: str, target: str = "multi-user.target") -> bool:
     return (tree / "etc/systemd/system" / f"{target}.wants" / unit).is_symlink()
 
@@ -188,6 +195,9 @@ def test_edge_units(edge):
         assert not enabled(tree, oneshot), oneshot
     for unit in (*units, *timers, *oneshots):  # the repository's units, byte for byte
         assert (tree / "etc/systemd/system" / unit).read_bytes() == (REPO_UNITS / unit).read_bytes(), unit
+        # What their Documentation= names is installed.
+        for doc in settings_of(tree / "etc/systemd/system" / unit, "Documentation"):
+            assert (tree / doc.removeprefix("file:").lstrip("/")).is_file(), f"{unit}: {doc}"
 
 
 def test_edge_config_sections(edge):
