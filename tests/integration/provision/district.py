@@ -26,6 +26,9 @@ BIN = Path(sys.executable).parent
 CONSOLE_ADDRESS = "localhost"  # resolves inside the tree (its /etc/hosts) and names the broker's cert
 INGEST_IDENTITY = "console-ingest"
 BUILDINGS = {"pi-main": "lincoln-main", "pi-annex": "lincoln-annex"}
+CAPABILITIES = ["portal", "agent", "content", "devices", "moodle"]
+MOODLE_URL = "https://moodle.lincoln.example"
+CONTENT_ROOT = "/srv/library"  # a drive (LABEL=library), not the default folder on the SD card
 
 
 def base_rootfs() -> Path:
@@ -81,6 +84,7 @@ class Secrets:
             "vault_console_ingest_key_pem": pem(ingest.key),
             "vault_console_https_cert_pem": pem(https.cert),
             "vault_console_https_key_pem": pem(https.key),
+            "vault_moodle_password": os.urandom(12).hex(),
         }
         return cls(directory, values)
 
@@ -135,6 +139,16 @@ def write_inventory(
         "edge_mqtt_cert_pem": "{{ vault_edge_certs[edge_building_id].cert }}",
         "edge_mqtt_key_pem": "{{ vault_edge_certs[edge_building_id].key }}",
         "appliance_package_wheelhouse": str(wheelhouse),
+        # Every capability but network; content on a drive; moodle with a password and its own time.
+        "edge_capabilities": CAPABILITIES,
+        "edge_content_root": CONTENT_ROOT,
+        "edge_content_mount_src": "LABEL=library",
+        "edge_content_windows": ["22:00-06:00"],
+        "edge_moodle_url": MOODLE_URL,
+        "edge_moodle_username": "syncbot",
+        "edge_moodle_password": "{{ vault_moodle_password }}",
+        "edge_moodle_courses": [2, 3],
+        "edge_moodle_sync_time": "*-*-* 03:00",
         **(extra or {}),
     }
     console = {

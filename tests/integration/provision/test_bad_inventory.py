@@ -49,3 +49,9 @@ def test_missing_required_variable(attempt):
 def test_console_address_that_does_not_resolve(attempt):
     output = attempt(extra={"edge_console_address": "no-such-console.invalid"})
     assert 'pi-main: variable edge_console_address = "no-such-console.invalid" does not resolve' in output
+
+
+def test_moodle_without_a_sync_account(attempt):
+    output = attempt(drop=("edge_moodle_password",))
+    expected = "pi-main: the moodle capability needs either edge_moodle_username and edge_moodle_password"
+    assert expected in output

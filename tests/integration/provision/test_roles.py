@@ -13,13 +13,18 @@ from pathlib import Path
 
 import pytest
 
+from appliance.config import load
 from appliance.fleet.topics import Topics
 from tests.integration.provision.district import (
     ANSIBLE_DIR,
     BIN,
+    CONTENT_ROOT,
     INGEST_IDENTITY,
+    MOODLE_URL,
     chroot,
 )
+
+REPO_UNITS = Path(__file__).resolve().parents[3] / "systemd"
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +35,14 @@ def ids(tree: Path, name: str, database: str) -> int:
         fields = line.split(":")
         if fields[0] == name:
             return int(fields[2])
+    raise AssertionError(f"{name} not in the tree's /etc/{database}")
+
+
+def entry(tree: Path, name: str, database: str) -> list[str]:
+    """The fields of `name`'s line in the tree's /etc/passwd or /etc/group."""
+    for line in (tree / "etc" / database).read_text().splitlines():
+        if line.split(":")[0] == name:
+            return line.split(":")
     raise AssertionError(f"{name} not in the tree's /etc/{database}")
 
 
@@ -58,6 +71,13 @@ def verify_units(tree: Path, *units: str) -> None:
         assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), (
             f"{unit}:\n{result.stdout}{result.stderr}"
         )
+
+
+def settings_of(unit: Path, key: str) -> list[str]:
+    """Every space-separated value of `key=` in a unit file."""
+    prefix = f"{key}="
+    lines = unit.read_text().splitlines()
+    return [value for line in lines if line.startswith(prefix) for value in line[len(prefix) :].split()]
 
 
 def enabled(tree: Path, unit: str, target: str = "multi-user.target") -> bool:
@@ -157,12 +177,92 @@ def test_edge_hardening(edge):
 
 def test_edge_units(edge):
     tree = edge.tree
-    units = ("appliance-portal.service", "appliance-agent.service", "appliance-firstboot.service")
-    verify_units(tree, *units)
+    units = (
+        "appliance-portal.service",
+        "appliance-agent.service",
+        "appliance-firstboot.service",
+        "appliance-devices.service",
+    )
+    timers = ("appliance-content-sync.timer", "appliance-moodle-sync.timer")
+    oneshots = ("appliance-content-sync.service", "appliance-moodle-sync.service")
+    # --root: the drop-ins under <unit>.d/ in the tree are read too.
+    verify_units(tree, *units, *timers, *oneshots)
     for unit in (*units, "chrony.service", "ssh.service"):
         assert enabled(tree, unit), unit
-    repo_unit = (Path(__file__).resolve().parents[3] / "systemd/appliance-agent.service").read_bytes()
-    assert (tree / "etc/systemd/system/appliance-agent.service").read_bytes() == repo_unit
+    for timer in timers:
+        assert enabled(tree, timer, "timers.target"), timer
+    for oneshot in oneshots:  # started by their timers only
+        assert not enabled(tree, oneshot), oneshot
+    for unit in (*units, *timers, *oneshots):  # the repository's units, byte for byte
+        assert (tree / "etc/systemd/system" / unit).read_bytes() == (REPO_UNITS / unit).read_bytes(), unit
+        # What their Documentation= names is installed.
+        for doc in settings_of(tree / "etc/systemd/system" / unit, "Documentation"):
+            assert (tree / doc.removeprefix("file:").lstrip("/")).is_file(), f"{unit}: {doc}"
+
+
+def test_edge_config_sections(edge):
+    """The capabilities' sections, as the package itself reads the rendered file."""
+    cfg = load(edge.tree / "etc/appliance/appliance.toml")
+    assert cfg.content.root == Path(CONTENT_ROOT)
+    assert cfg.content.require_mount is True  # a drive is configured
+    assert cfg.content.archive_port == 8090
+    assert cfg.content.windows == ("22:00-06:00",)
+    assert cfg.devices.spool_dir == Path("/var/spool/appliance-dhcp")
+    assert cfg.devices.interface == "wlan0"
+    assert cfg.devices.share_to == ("staff",)
+    assert cfg.moodle.url == MOODLE_URL
+    assert cfg.moodle.username == "syncbot"
+    assert cfg.moodle.password_file == Path("/etc/appliance/secrets/moodle-password")
+    assert cfg.moodle.token_file is None
+    assert cfg.moodle.courses == (2, 3)
+
+
+def test_edge_content(edge, secrets):
+    tree = edge.tree
+    uid, gid = ids(tree, "appliance", "passwd"), ids(tree, "appliance", "group")
+    assert owner(tree, CONTENT_ROOT) == (uid, gid, 0o750)
+    assert owner(tree, "/var/lib/appliance") == (uid, gid, 0o750)
+    # No marker: the first `content add` writes it, on the drive, never on the bare mount point.
+    assert not (tree / CONTENT_ROOT.lstrip("/") / ".classroom-edge-library").exists()
+    fstab = (tree / "etc/fstab").read_text().splitlines()
+    opts = "nofail,noatime,nodev,nosuid,noexec,x-systemd.device-timeout=10s"
+    assert f"LABEL=library {CONTENT_ROOT} ext4 {opts} 0 0" in fstab
+    dropins = tree / "etc/systemd/system"
+    assert f"ReadWritePaths=-{CONTENT_ROOT}" in (
+        dropins / "appliance-content-sync.service.d/classroom-edge.conf"
+    ).read_text().splitlines()
+    # edge_content_sync_time is not set: the unit's own time, no drop-in.
+    assert not (dropins / "appliance-content-sync.timer.d/classroom-edge.conf").exists()
+
+
+def test_edge_devices(edge):
+    tree = edge.tree
+    hook_uid, gid = ids(tree, "appliance-dhcp", "passwd"), ids(tree, "appliance", "group")
+    assert hook_uid != 0 and hook_uid != ids(tree, "appliance", "passwd")
+    passwd = entry(tree, "appliance-dhcp", "passwd")
+    assert passwd[-2:] == ["/nonexistent", "/usr/sbin/nologin"]
+    # The hook's user is in no group of ours: it reaches the spool as its owner only.
+    assert "appliance-dhcp" not in entry(tree, "appliance", "group")[3].split(",")
+    st = (tree / "var/spool/appliance-dhcp").stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (hook_uid, gid, 0o2770)
+    hook = tree / "opt/appliance/venv/lib/python3.11/site-packages/appliance/devices/dhcp-event"
+    assert hook.is_file() and os.access(hook, os.X_OK)
+
+
+def test_edge_moodle(edge, secrets):
+    tree = edge.tree
+    uid, gid = ids(tree, "appliance", "passwd"), ids(tree, "appliance", "group")
+    assert owner(tree, "/etc/appliance/secrets") == (0, gid, 0o750)
+    assert owner(tree, "/etc/appliance/secrets/moodle-password") == (uid, gid, 0o600)
+    # From the vault, never a default.
+    assert (tree / "etc/appliance/secrets/moodle-password").read_text() == (
+        f"{secrets.values['vault_moodle_password']}\n"
+    )
+    assert not (tree / "etc/appliance/secrets/moodle-token").exists()
+    schedule = (tree / "etc/systemd/system/appliance-moodle-sync.timer.d/classroom-edge.conf").read_text()
+    assert schedule.splitlines()[-2:] == ["OnCalendar=", "OnCalendar=*-*-* 03:00"]
+    # The secret never reaches Ansible's output.
+    assert secrets.values["vault_moodle_password"] not in edge.first.output + edge.second.output
 
 
 # --- console ----------------------------------------------------------------------------------
