@@ -6,8 +6,9 @@ form is a plain POST, answered with a full-page 302 so iOS re-probes and turns "
 "Done". Cross-site POSTs are refused by a same-origin check: the form's `Origin` (or, when a
 browser sends none, its `Referer`) must be this portal (its Host or `[network] portal_name`).
 Browsers always send `Origin` on a cross-site POST and cannot forge it, and there is no
-session cookie to ride on, so no token is needed. English strings live in `STRINGS`, the one
-place a translation replaces them. The helper, not this process, changes the firewall.
+session cookie to ride on, so no token is needed. Its text goes through the portal's catalogs
+(docs/i18n.md); a school's own terms may come per language (`terms.<lang>.txt`). The helper,
+not this process, changes the firewall.
 """
 
 from __future__ import annotations
@@ -21,22 +22,14 @@ from flask import Blueprint, Response, abort, current_app, redirect, render_temp
 from werkzeug.wrappers.response import Response as BaseResponse
 
 from appliance.config import Config
+from appliance.i18n import N_, current_language, gettext
 from appliance.network.client import HelperError, call
 
 bp = Blueprint("captive", __name__, url_prefix="/captive")
 
-STRINGS = {
-    "title": "Welcome to the classroom network",
-    "intro": "Before you go online, please read and accept the school's rules.",
-    "accept": "I accept",
-    "online_title": "You are online",
-    "online_body": "You can close this page. Your access lasts until the end of the school day.",
-    "library": "Open the classroom library",
-    "open_mode": "This network is open: you are online already.",
-    "error": "Something went wrong. Please try again, or ask your teacher.",
-    "default_terms": "Use this network for school work.\n\nBe kind and respectful online.\n\n"
-                     "Do not share your passwords.",
-}
+# The built-in terms, for a school that configured none (translated like every other text).
+DEFAULT_TERMS = N_("Use this network for school work.\n\nBe kind and respectful online.\n\n"
+                   "Do not share your passwords.")
 
 
 @bp.after_request
@@ -53,19 +46,21 @@ def _cfg() -> Config:
     return cfg
 
 
-def terms_text(terms_file: Path | None, lang: str | None) -> str:
-    """The terms: `<stem>.<lang><suffix>` beside `terms_file` when it exists, else the file,
-    else the built-in short terms."""
+def terms_text(terms_file: Path | None, *langs: str | None) -> str:
+    """The terms: `<stem>.<lang><suffix>` beside `terms_file` for the first of `langs` that
+    has one, else the file, else the built-in short terms."""
     if terms_file is None:
-        return STRINGS["default_terms"]
-    if lang:
+        return gettext(DEFAULT_TERMS)
+    for lang in langs:
+        if not lang:
+            continue
         translated = terms_file.with_name(f"{terms_file.stem}.{lang}{terms_file.suffix}")
         if translated.is_file():
             return translated.read_text(encoding="utf-8")
     try:
         return terms_file.read_text(encoding="utf-8")
     except OSError:
-        return STRINGS["default_terms"]
+        return gettext(DEFAULT_TERMS)
 
 
 def same_origin(origin: str | None, referer: str | None, host: str, portal_name: str) -> bool:
@@ -100,10 +95,13 @@ def _status(ip: str) -> dict[str, object] | None:
 @bp.get("/")
 def terms() -> str:
     net = _cfg().network
-    lang = request.accept_languages.best
-    paragraphs = [p.strip() for p in terms_text(net.terms_file, lang[:2] if lang else None)
+    # The page's language first; then the browser's own, for a school whose terms come in a
+    # language the portal's pages are not translated into.
+    browser = request.accept_languages.best
+    paragraphs = [p.strip() for p in terms_text(net.terms_file, current_language(),
+                                                browser[:2] if browser else None)
                   .split("\n\n") if p.strip()]
-    return render_template("captive_terms.html", s=STRINGS, paragraphs=paragraphs,
+    return render_template("captive/terms.html", paragraphs=paragraphs,
                            open_mode=net.portal_mode == "open")
 
 
@@ -117,14 +115,14 @@ def accept() -> BaseResponse:
         call(net.helper.socket, "session-accept", {"ip": client_ip()})
     except HelperError as exc:
         current_app.logger.warning("session-accept for %s failed: %s", client_ip(), exc)
-        return Response(render_template("captive_online.html", s=STRINGS, failed=True),
+        return Response(render_template("captive/online.html", failed=True),
                         status=503)
     return redirect("/captive/done", code=302)
 
 
 @bp.get("/done")
 def done() -> str:
-    return render_template("captive_online.html", s=STRINGS, failed=False)
+    return render_template("captive/online.html", failed=False)
 
 
 @bp.get("/api")

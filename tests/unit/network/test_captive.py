@@ -81,6 +81,21 @@ def test_terms_page_works_without_javascript(portal):
     assert "Règle un." in portal.get("/captive/", headers={"Accept-Language": "fr"}).get_data(as_text=True)
 
 
+def test_the_sign_in_sheet_speaks_the_students_language(portal):
+    page = portal.get("/captive/", headers={"Accept-Language": "ru"}).get_data(as_text=True)
+    assert '<html lang="ru">' in page
+    assert "Добро пожаловать в сеть класса" in page and ">Я согласен</button>" in page
+    assert "Welcome to the classroom network" not in page
+    done = portal.get("/captive/done", headers={"Accept-Language": "ru"}).get_data(as_text=True)
+    assert "Вы в сети" in done
+    # The switch needs no account: a link that sets the language cookie, which then wins over
+    # the browser's Accept-Language.
+    switched = portal.get("/captive/?lang=udm").get_data(as_text=True)
+    assert '<html lang="udm">' in switched and "Соглаш луисько" in switched
+    again = portal.get("/captive/done", headers={"Accept-Language": "ru"}).get_data(as_text=True)
+    assert '<html lang="udm">' in again
+
+
 def test_accept_refuses_cross_site_posts(portal):
     assert portal.post("/captive/accept").status_code == 403
     assert portal.post("/captive/accept", headers={"Origin": "http://evil.example"}).status_code == 403
