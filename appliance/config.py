@@ -186,6 +186,11 @@ class ConsoleSection:
     )
 
 
+def _id_user(value: str) -> None:
+    _check(bool(re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", value)),
+           "must be a system user name (a-z, 0-9, '_', '-'; at most 32 characters)")
+
+
 def _mac(value: str) -> None:
     _check(bool(MAC_PATTERN.fullmatch(value)), "must be a MAC address like 02:00:5e:10:00:01")
 
@@ -315,6 +320,9 @@ class NetworkSection:
     """The classroom network: hotspot or segment, DHCP/RA, firewall, captive portal, sessions."""
 
     access_point: Literal["onboard", "external"] = "onboard"
+    # The unprivileged user dnsmasq runs the DHCP hook as (provisioning creates it); in
+    # `services = "direct"` (the lab, tests) the hook runs as nobody.
+    dhcp_script_user: str = field(default="appliance-dhcp", metadata=rule(_id_user))
     radio: RadioSection = field(default_factory=RadioSection)
     interface: str = field(default="wlan0", metadata=rule(_ifname))
     ipv4: str = field(default="10.42.0.1/24", metadata=rule(_interface4))

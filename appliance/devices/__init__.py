@@ -12,8 +12,9 @@ agent's `devices` summary. Hostnames, MACs and TXT identifiers never leave the P
 
 Offers others (see OFFERS): `fingerprint` (pure identification), `events` (the hook's line
 format) and `inventory` (reads, `add_probes()` for the portal's probe counts, `set_group()` for
-the network capability's sessions).
+the network capability's sessions), `spool` (`HOOK`, the `dhcp-script` the network's dnsmasq
+runs).
 """
 
 # The modules other capabilities may import; everything else here is private (a test checks).
-OFFERS = ("fingerprint", "events", "inventory")
+OFFERS = ("fingerprint", "events", "inventory", "spool")

@@ -147,6 +147,9 @@ class DirectRunner:
 
     directory: Path
     commands: dict[str, list[str]] = field(default_factory=dict)
+    # Extra environment of the daemons: dnsmasq hands its own to the DHCP hook, which reads
+    # DEVICES_SPOOL (under systemd, the appliance-dnsmasq unit sets it).
+    env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         d = self.directory
@@ -191,7 +194,8 @@ class DirectRunner:
         # would never reach end-of-file.
         with self.log(service).open("ab") as log:
             result = subprocess.run(self.commands[service], stdout=log, stderr=log, timeout=30,
-                                    stdin=subprocess.DEVNULL, check=False)
+                                    stdin=subprocess.DEVNULL, check=False,
+                                    env={**os.environ, **self.env})
         if result.returncode != 0:
             tail = self.log(service).read_text(errors="replace").strip().splitlines()[-1:]
             raise subprocess.CalledProcessError(result.returncode, self.commands[service],
@@ -207,7 +211,11 @@ class DirectRunner:
 
 def runner_for(cfg: Config) -> Runner:
     if cfg.network.services == "direct":
-        return DirectRunner(render.render_dir(cfg))
+        spool = cfg.devices.spool_dir
+        # The hook runs as nobody here: the spool must take its lines.
+        spool.mkdir(parents=True, exist_ok=True)
+        spool.chmod(0o1777)
+        return DirectRunner(render.render_dir(cfg), env={"DEVICES_SPOOL": str(spool)})
     return SystemdRunner()
 
 

@@ -118,7 +118,9 @@ class PiNetwork:
         """A whole appliance configuration for tests (the lab adds these to its slot's)."""
         return {"appliance": {"id": self.appliance_id, "name": "Virtual classroom",
                               "state_dir": str(self.directory / "state")},
-                "portal": self.portal_section(), "network": self.network_section()}
+                "portal": self.portal_section(), "network": self.network_section(),
+                # dnsmasq's DHCP hook (the device inventory's) writes its lines here.
+                "devices": {"spool_dir": str(self.directory / "dhcp-spool")}}
 
     def write_config(self) -> Path:
         (self.directory / "content").mkdir(parents=True, exist_ok=True)
@@ -236,6 +238,8 @@ class NetworkPart(LabPart):
         pi = PiNetwork(self.room, directory, mode=str(ctx.options.get("mode", "terms")),
                        appliance_id=slot.id, run_dir=LAB_RUN_DIR)
         self.pi_network = pi
+        # Offered to the parts that run in the classroom's Pi (the device inventory).
+        ctx.facts["classroom"] = self.room
         pi.socket.parent.mkdir(parents=True, exist_ok=True)
         (directory / "content").mkdir(parents=True, exist_ok=True)
         slot.sections["network"] = pi.network_section()

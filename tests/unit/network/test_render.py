@@ -66,7 +66,7 @@ def test_dnsmasq_conf(tmp_path):
     text = render.dnsmasq_conf(cfg, d)
     lines = text.splitlines()
     assert "interface=wlan0" in lines and "enable-ra" in lines
-    assert f"dhcp-script={d / 'dhcp-event'}" in lines
+    assert "script-on-renewal" in lines
     assert f"addn-hosts={d / 'answers.hosts'}" in lines
     assert "dhcp-range=10.42.0.20,10.42.0.250,255.255.255.0,720m" in lines
     assert "dhcp-range=fd42:ce::,ra-stateless,ra-names,64,720m" in lines
@@ -151,27 +151,23 @@ def test_dnsmasq_accepts_the_config(tmp_path, network):
     assert "syntax check OK" in result.stderr
 
 
-def test_dhcp_hook_writes_one_json_line(tmp_path):
-    import json
-    import os
-    import sys
+def test_dnsmasq_runs_the_device_inventorys_hook_unprivileged(tmp_path):
+    """One hook for DHCP events: the devices capability's shell script, on renewals too."""
+    from appliance.devices.spool import HOOK
 
-    hook = tmp_path / "dhcp-event"
-    hook.write_text(render.dhcp_hook(tmp_path))
-    env = {**os.environ, "DNSMASQ_VENDOR_CLASS": "android-dhcp-14", "DNSMASQ_REQUESTED_OPTIONS": "1,3,6"}
-    subprocess.run([sys.executable, str(hook), "add", "02:00:00:00:00:01", "10.42.0.20", "phone"],
-                   env=env, check=True)
-    (event,) = [json.loads(line) for line in (tmp_path / render.DHCP_EVENTS).read_text().splitlines()]
-    assert (event["action"], event["mac"], event["ip"], event["hostname"]) == (
-        "add", "02:00:00:00:00:01", "10.42.0.20", "phone")
-    assert event["env"]["DNSMASQ_VENDOR_CLASS"] == "android-dhcp-14"
-
+    text = render.dnsmasq_conf(cfg_with(tmp_path, services="systemd"), tmp_path)
+    assert f"dhcp-script={HOOK}\n" in text and "script-on-renewal\n" in text
+    assert "dhcp-scriptuser=appliance-dhcp\n" in text
+    direct = render.dnsmasq_conf(cfg_with(tmp_path, services="direct"), tmp_path)
+    assert "dhcp-scriptuser=nobody\n" in direct
+    files = render.render_all(cfg_with(tmp_path, access_point="external"), None, online=True)
+    assert not any(f.name.startswith("dhcp") for f in files)
 
 def test_render_all_modes(tmp_path):
     cfg = cfg_with(tmp_path)
     files = {f.name: f for f in render.render_all(cfg, "correct horse", online=True)}
     assert files["hostapd.conf"].mode == 0o600
     assert set(files) == {"hostapd.conf", "dnsmasq.conf", "classroom.nft", "answers.hosts",
-                          "answers.servers", "dhcp-event"}
+                          "answers.servers"}
     external = render.render_all(cfg_with(tmp_path, access_point="external"), None, online=False)
     assert "hostapd.conf" not in {f.name for f in external}
