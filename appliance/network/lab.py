@@ -111,8 +111,7 @@ class PiNetwork:
 
     def portal_section(self) -> dict[str, object]:
         """The portal on port 80 of every address of the Pi (dual stack)."""
-        return {"listen": "::", "port": PORTAL_PORT, "workers": 1,
-                "content_dir": str(self.directory / "content")}
+        return {"listen": "::", "port": PORTAL_PORT, "workers": 1}
 
     def sections(self) -> Sections:
         """A whole appliance configuration for tests (the lab adds these to its slot's)."""
@@ -120,7 +119,8 @@ class PiNetwork:
                               "state_dir": str(self.directory / "state")},
                 "portal": self.portal_section(), "network": self.network_section(),
                 # dnsmasq's DHCP hook (the device inventory's) writes its lines here.
-                "devices": {"spool_dir": str(self.directory / "dhcp-spool")}}
+                "devices": {"spool_dir": str(self.directory / "dhcp-spool")},
+                "content": {"root": str(self.directory / "content")}}
 
     def write_config(self) -> Path:
         (self.directory / "content").mkdir(parents=True, exist_ok=True)

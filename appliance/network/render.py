@@ -192,7 +192,8 @@ def dnsmasq_conf(cfg: Config, directory: Path) -> str:
 
 
 # -- nftables ------------------------------------------------------------------------------------
-def nft_ruleset(net: NetworkSection, portal_port: int = 80) -> str:
+def nft_ruleset(net: NetworkSection, portal_port: int = 80, *, archive_port: int | None = None,
+                mdns: bool = False) -> str:
     """The `inet classroom` table. Loading the text replaces the table in one transaction.
 
     Accepted clients are the pairs MAC . address in `accepted_v4`/`accepted_v6` (the helper adds
@@ -203,6 +204,8 @@ def nft_ruleset(net: NetworkSection, portal_port: int = 80) -> str:
     cls, up = json.dumps(net.interface), json.dumps(net.uplink)
     a4, a6 = pi4(net), pi6(net)
     captive = net.captive_port
+    # The portal, its archive origin (the content library's own port), the captive responder.
+    web_ports = {80, 443, portal_port, captive} | ({archive_port} if archive_port else set())
     open_mode = net.portal_mode == "open"
     trusted = ", ".join(net.trusted_macs)
     v6 = a6 is not None
@@ -296,7 +299,9 @@ def nft_ruleset(net: NetworkSection, portal_port: int = 80) -> str:
         "    ct state invalid drop",
         "    udp dport { 67, 547 } accept",
         "    meta l4proto { tcp, udp } th dport 53 accept",
-        f"    tcp dport {{ {', '.join(map(str, sorted({80, 443, portal_port, captive})))} }} accept",
+        f"    tcp dport {{ {', '.join(map(str, sorted(web_ports)))} }} accept",
+        # mDNS: the device inventory answers the portal's name and shares displays and printers.
+        *(["    udp dport 5353 accept"] if mdns else []),
         "    icmp type { echo-request, destination-unreachable, time-exceeded } accept",
         "    icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, echo-request, "
         "destination-unreachable, packet-too-big, time-exceeded, parameter-problem, "
@@ -337,7 +342,8 @@ def render_all(cfg: Config, passphrase: str | None, *, online: bool) -> list[Ren
     directory = render_dir(cfg)
     files = [
         RenderedFile(DNSMASQ, dnsmasq_conf(cfg, directory)),
-        RenderedFile(RULESET, nft_ruleset(net, cfg.portal.port)),
+        RenderedFile(RULESET, nft_ruleset(net, cfg.portal.port, archive_port=cfg.content.archive_port,
+                                          mdns=cfg.devices.mdns)),
         *answer_files(net, online=online),
     ]
     if net.access_point == "onboard":

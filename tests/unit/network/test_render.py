@@ -151,6 +151,17 @@ def test_dnsmasq_accepts_the_config(tmp_path, network):
     assert "syntax check OK" in result.stderr
 
 
+def test_the_classroom_reaches_the_library_origin_and_mdns_only_when_configured(tmp_path):
+    net = cfg_with(tmp_path).network
+    plain = render.nft_ruleset(net)
+    assert "8090" not in plain and "5353" not in plain
+    both = render.nft_ruleset(net, archive_port=8090, mdns=True)
+    assert "tcp dport { 80, 443, 8081, 8090 } accept" in both and "udp dport 5353 accept" in both
+    (ruleset,) = [f for f in render.render_all(cfg_with(tmp_path, access_point="external"), None,
+                                               online=True) if f.name == render.RULESET]
+    assert "8090" in ruleset.text and "udp dport 5353 accept" in ruleset.text
+
+
 def test_dnsmasq_runs_the_device_inventorys_hook_unprivileged(tmp_path):
     """One hook for DHCP events: the devices capability's shell script, on renewals too."""
     from appliance.devices.spool import HOOK
