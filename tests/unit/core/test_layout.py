@@ -157,11 +157,22 @@ def test_the_guard_catches_an_import_cycle(tmp_path):
     assert "appliance.alpha.fine" not in failures
 
 
-@pytest.mark.parametrize("module", ["cli", "lab"])
+@pytest.mark.parametrize("module", ["cli", "lab", "schema", "summary"])
 def test_every_capability_registration_module_is_registered(module):
-    """A capability's cli.py or lab.py that nobody registered would silently do nothing."""
+    """A capability's cli.py, lab.py, schema.py or summary.py that nobody registered would
+    silently do nothing (no command, no lab part, no `appliance migrations` row, no panel)."""
     from appliance import cli
+    from appliance.fleet import summaries
     from appliance.lab import runner
+
+    if module in ("schema", "summary"):
+        registered = ({s.__name__ for s in cli.SCHEMAS} if module == "schema"
+                      else set(summaries.SUMMARIES))
+        for cap in capabilities(PACKAGE):
+            if (PACKAGE / cap / f"{module}.py").exists():
+                name = f"appliance.{cap}.{module}"
+                assert name in registered, f"{name} is not registered"
+        return
 
     registered_cli = {c.callback.__module__ for group in cli.GROUPS for c in group if c.callback}
     registered_cli |= {c.__module__ for group in cli.GROUPS for c in group}
