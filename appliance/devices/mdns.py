@@ -29,6 +29,7 @@ import fcntl
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,7 +60,12 @@ MDNS_ADDR = "224.0.0.251"
 MDNS_PORT = 5353
 MAX_TYPES = 64
 MAX_PENDING = 256
-MAX_CACHE_RECORDS = 20000
+MAX_CACHE_RECORDS = 4000
+GUARD_SECONDS = 0.1
+# zeroconf's browsers keep a refresh query scheduled for every pointer they ever saw, even one
+# we evicted from the cache; a browser that lost pointers to eviction is replaced (which drops
+# its schedule) at most this often.
+RECYCLE_SECONDS = 5.0
 RESOLVE_MS = 3000
 TYPE_PTR, TYPE_TXT, TYPE_SRV, TYPE_A, TYPE_ANY = 12, 16, 33, 1, 255
 CLASS_IN = 1
@@ -131,8 +137,7 @@ class Mdns:
         self.aiozc = AsyncZeroconf(interfaces=[self.address], ip_version=IPVersion.V4Only)
         if self.advert is not None:
             await self._advertise(self.advert)
-        self.browsers[META] = AsyncServiceBrowser(self.zc, META, handlers=[self._on_type],
-                                                  question_type=DNSQuestionType.QM)
+        self.browsers[META] = self._new_browser(META)
         for t in self.share_types:  # browse shared types even before anything lists them
             self._browse(t)
         self.tasks.append(asyncio.create_task(self._resolver()))
@@ -181,8 +186,23 @@ class Mdns:
         if len(self.browsers) > MAX_TYPES:
             self.dropped += 1
             return
-        self.browsers[type_] = AsyncServiceBrowser(self.zc, type_, handlers=[self._on_service],
-                                                   question_type=DNSQuestionType.QM)
+        self.browsers[type_] = self._new_browser(type_)
+
+    def _new_browser(self, type_: str) -> AsyncServiceBrowser:
+        handler = self._on_type if type_ == META else self._on_service
+        return AsyncServiceBrowser(self.zc, type_, handlers=[handler],
+                                   question_type=DNSQuestionType.QM)
+
+    async def _recycle_browsers(self, types: set[str]) -> None:
+        """Replace the browsers of `types` (which lost pointers to eviction) with fresh ones,
+        and drop those of types no device announces any more, freeing MAX_TYPES slots that a
+        flood of made-up types took."""
+        for type_ in [t for t in self.browsers if t.lower() in types]:
+            await self.browsers.pop(type_).async_cancel()
+            keep = type_ == META or type_ in self.share_types or \
+                bool(self.zc.cache.async_all_by_details(type_, TYPE_PTR, CLASS_IN))
+            if keep:
+                self.browsers[type_] = self._new_browser(type_)
 
     def _on_service(self, zeroconf: Zeroconf, service_type: str, name: str,
                     state_change: ServiceStateChange) -> None:
@@ -221,24 +241,33 @@ class Mdns:
                                       address=addresses[0] if addresses else None, txt=txt))
 
     async def _guard_cache(self) -> None:
+        stale: set[str] = set()
+        last_recycle = 0.0
         while True:
-            await asyncio.sleep(2)
-            prune_cache(self.zc, self.share_types, MAX_CACHE_RECORDS)
+            # Often enough that a flood at line rate (~10k records/s) adds at most a quarter of
+            # the limit between two passes; a pass over a few thousand records costs ~1 ms.
+            await asyncio.sleep(GUARD_SECONDS)
+            victims = prune_cache(self.zc, self.share_types, MAX_CACHE_RECORDS)
+            stale.update(r.name.lower() for r in victims if r.type == TYPE_PTR)
+            if stale and time.monotonic() - last_recycle >= RECYCLE_SECONDS:
+                await self._recycle_browsers(stale)
+                stale.clear()
+                last_recycle = time.monotonic()
 
 
-def prune_cache(zc: Zeroconf, keep_types: tuple[str, ...], limit: int) -> int:
+def prune_cache(zc: Zeroconf, keep_types: tuple[str, ...], limit: int) -> list[DNSRecord]:
     """Evict the oldest records not of `keep_types` until the cache holds at most limit/2
-    records, once it holds more than `limit`; return how many went."""
+    records, once it holds more than `limit`; return the evicted records."""
     cache = zc.cache
     records = [r for entries in list(cache.cache.values()) for r in entries]
     if len(records) <= limit:
-        return 0
+        return []
     keep = tuple(t.lower() for t in keep_types)
     victims = sorted((r for r in records if not r.name.lower().endswith(keep)),
                      key=lambda r: r.created)[: len(records) - limit // 2]
     cache.async_remove_records(victims)
     log.warning("mDNS cache held %d records; evicted %d (a flood?)", len(records), len(victims))
-    return len(victims)
+    return victims
 
 
 class Gateway(asyncio.DatagramProtocol):

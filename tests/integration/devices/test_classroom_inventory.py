@@ -264,7 +264,14 @@ def test_an_mdns_flood_keeps_the_service_bounded_and_answering(room):
     peak = rss_mb(room.service.pid)
     assert room.service.poll() is None
     assert sent >= 100_000
-    assert peak < 80, f"RSS {before:.1f} MB before, {peak:.1f} MB after {sent} bogus records"
+    # Growth, not an absolute figure: the baseline differs from machine to machine.
+    assert peak - before < 15, f"RSS {before:.1f} MB before, {peak:.1f} MB after {sent} bogus records"
+    # Bounded means a plateau: a second flood adds (next to) nothing. Before the browsers were
+    # recycled, each 150,000 records left ~7 MB of refresh queries behind.
+    flooder.run(sys.executable, "-m", "appliance.harness.mdnsdevice", "flood",
+                "--address", ip, "--rate", "10000", "--seconds", "10", timeout=60)
+    again = rss_mb(room.service.pid)
+    assert again - peak < 3, f"RSS {peak:.1f} MB after one flood, {again:.1f} MB after two"
     # Still answering: a new lease shows up, the portal's service is still found.
     late = room.phone("after", "02:ce:00:00:00:32")
     room.lease(late, PRL["android"], "android-dhcp-14")
@@ -273,4 +280,4 @@ def test_an_mdns_flood_keeps_the_service_bounded_and_answering(room):
     out = andr.run(sys.executable, "-m", "appliance.harness.mdnsdevice", "browse", "--address",
                    andr.addresses(4)[0], "--type", "_classroom-edge._tcp", "--seconds", "3").stdout
     assert json.loads(out) == ["room101._classroom-edge._tcp.local."]
-    print(f"flood: {sent} records, RSS {before:.1f} -> {peak:.1f} MB")
+    print(f"flood: {sent} records, RSS {before:.1f} -> {peak:.1f} -> {again:.1f} MB")
