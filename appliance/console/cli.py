@@ -14,7 +14,7 @@ from appliance.config import Config
 @pass_config
 def console(cfg: Config) -> None:
     """Serve the console web UI (gunicorn) on [console] listen:port."""
-    from appliance.console import create_app
+    from appliance.console.app import create_app
     from appliance.webserver import serve_app
 
     serve_app(lambda: create_app(cfg), cfg.console, "appliance-console")

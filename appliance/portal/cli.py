@@ -14,7 +14,7 @@ def portal(cfg: Config) -> None:
     """Serve the student portal (gunicorn) on [portal] listen:port, and the library's archive
     content on [content] archive_port (its own origin)."""
     from appliance.content.origin import Dispatch, create_archive_app
-    from appliance.portal import create_app
+    from appliance.portal.app import create_app
     from appliance.webserver import serve_app
 
     def factory() -> Dispatch:

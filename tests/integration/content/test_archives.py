@@ -12,7 +12,7 @@ from appliance import config
 from appliance.content import demo, library, schema
 from appliance.content.origin import create_archive_app
 from appliance.content.store import ContentStore, sha256_file
-from appliance.portal import create_app
+from appliance.portal.app import create_app
 from appliance.store import migrate, open_db
 from tests.conftest import SHARED
 

@@ -13,7 +13,7 @@ from appliance.moodle.client import Client, Credentials, MoodleError
 from appliance.moodle.mirror import Mirror
 from appliance.moodle.replay import ReplayMoodle
 from appliance.moodle.service import open_database
-from appliance.portal import create_app
+from appliance.portal.app import create_app
 from tests.conftest import SHARED
 
 DATA = SHARED / "data" / "moodle"

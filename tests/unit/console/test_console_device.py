@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from appliance.console import create_app, records, summaries
+from appliance.console import records, summaries
+from appliance.console.app import create_app
 from appliance.console.auth import set_password
 from appliance.console.ingest import Ingest
 from appliance.fleet import payloads

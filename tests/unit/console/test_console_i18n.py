@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from appliance.console import create_app, records
+from appliance.console import records
+from appliance.console.app import create_app
 from appliance.console.auth import set_password
 from appliance.console.ingest import Ingest
 from appliance.fleet import payloads

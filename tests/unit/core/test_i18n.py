@@ -10,7 +10,9 @@ from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 from jinja2 import Environment
 
-from appliance import console, i18n, portal
+from appliance import i18n
+from appliance.console import app as console
+from appliance.portal import app as portal
 
 ROOT = Path(__file__).resolve().parents[3]
 TRANSLATIONS = ROOT / "web" / "translations"

@@ -10,7 +10,7 @@ import pytest
 
 from appliance import config
 from appliance.network import captive, portal_views, probes
-from appliance.portal import create_app
+from appliance.portal.app import create_app
 
 
 def test_answers_before_and_after_acceptance():

@@ -1,6 +1,6 @@
 
 from appliance.content import library
-from appliance.portal import create_app
+from appliance.portal.app import create_app
 from tests.conftest import SHARED
 
 ZIM = SHARED / "data" / "zim"

@@ -2,7 +2,7 @@
 
 import re
 
-from appliance.portal import create_app
+from appliance.portal.app import create_app
 from tests.conftest import SHARED
 
 

@@ -4,7 +4,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from appliance.console import create_app
+from appliance.console.app import create_app
 from appliance.fleet.pki import CertificateAuthority
 from appliance.provision import client, tokens
 from appliance.provision.enrollment import ca_directory, open_console_db
