@@ -137,7 +137,7 @@ def enroll(cfg: Config, out: Output, console_url: str, token: str,
               help="Where firstboot.toml is (the boot partition, /boot/firmware).")
 @click.option("--etc", "etc_dir", default=Path("/etc/appliance"), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write appliance.toml, network.toml, tls/ and secrets/.")
+              help="Where to write appliance.toml, tls/ and secrets/.")
 @click.option("--root", default=Path("/"), show_default=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="Root of the system whose SSH host keys and machine-id are made.")

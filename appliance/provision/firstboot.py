@@ -3,10 +3,11 @@ becomes the appliance's configuration, host identity and certificate.
 
 `parse()` validates the whole file first (pure; errors are ConfigErrors naming the key, and
 never repeat a secret's value), so a bad key changes nothing. `apply()` then writes
-`<etc>/appliance.toml`, `<etc>/network.toml` (uplink and hotspot, for the network capability;
-passphrases in `<etc>/secrets/`, 0600), creates SSH host keys and /etc/machine-id when missing,
-enrolls when the file has a token, and deletes firstboot.toml (it holds secrets) only after all
-of that succeeded.
+`<etc>/appliance.toml` (identity, broker, and the `[network]` section: the hotspot and which
+interface is the uplink; passphrases in `<etc>/secrets/`, 0600), the uplink's ifupdown stanza
+(and for a Wi-Fi uplink its wpa_supplicant file, holding the derived key, never the
+passphrase), creates SSH host keys and /etc/machine-id when missing, enrolls when the file has
+a token, and deletes firstboot.toml (it holds secrets) only after all of that succeeded.
 
 The appliance id is `<site>-<building>`: what the admin passes to `appliance enrollment-token
 --device`.
@@ -15,7 +16,7 @@ The appliance id is `<site>-<building>`: what the admin passes to `appliance enr
 from __future__ import annotations
 
 import contextlib
-import json
+import hashlib
 import os
 import re
 import secrets
@@ -41,6 +42,9 @@ KEYS = ("site", "building", "name", "console_url", "ca_fingerprint", "enrollment
 UPLINK_KEYS = ("type", "ssid", "passphrase")
 HOTSPOT_KEYS = ("ssid", "passphrase", "country")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
+# The onboard radio serves the classroom, so a Wi-Fi uplink is a second (USB) adapter, which
+# the kernel names wlan1; Ethernet is the Pi's eth0.
+UPLINK_INTERFACES = {"ethernet": "eth0", "wifi": "wlan1"}
 
 
 @dataclass(frozen=True)
@@ -188,18 +192,14 @@ def _hotspot(path: Path, data: Any) -> Hotspot:
 
 # -- what the settings become ------------------------------------------------------------------
 def _toml(sections: dict[str, dict[str, Any]]) -> str:
-    lines = ["# written by `appliance firstboot` from firstboot.toml", ""]
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        # JSON strings, numbers and booleans are valid TOML values.
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
-        lines.append("")
-    return "\n".join(lines)
+    return "# written by `appliance firstboot` from firstboot.toml\n\n" + \
+        config_module.dump_toml(sections)
 
 
 def appliance_sections(settings: Settings, etc: Path) -> dict[str, dict[str, Any]]:
-    """appliance.toml's content: who this Pi is and how its agent reaches the broker (the
-    console's host, port 8883, the certificates enrollment writes into `<etc>/tls/`)."""
+    """appliance.toml's content: who this Pi is, how its agent reaches the broker (the
+    console's host, port 8883, the certificates enrollment writes into `<etc>/tls/`), and the
+    classroom network (the hotspot; the uplink interface). Passphrases are named by file."""
     host = urllib.parse.urlsplit(settings.console_url).hostname or ""
     return {
         "appliance": {"id": settings.device_id, "name": settings.name},
@@ -207,20 +207,58 @@ def appliance_sections(settings: Settings, etc: Path) -> dict[str, dict[str, Any
                  "ca_file": str(etc / "tls" / "ca.crt"),
                  "cert_file": str(etc / "tls" / "appliance.crt"),
                  "key_file": str(etc / "tls" / "appliance.key")},
+        "network": {"uplink": UPLINK_INTERFACES[settings.uplink.type],
+                    "radio": {"ssid": settings.hotspot.ssid, "country": settings.hotspot.country,
+                              "passphrase_file": str(etc / "secrets" / "hotspot-passphrase")}},
     }
 
 
-def network_sections(settings: Settings, etc: Path) -> dict[str, dict[str, Any]]:
-    """network.toml's content; passphrases are named by file, never written into it."""
-    uplink: dict[str, Any] = {"type": settings.uplink.type}
+def interfaces_uplink(settings: Settings) -> str:
+    """The uplink's ifupdown stanza (as Debian's own Raspberry Pi images configure eth0): DHCP
+    and SLAAC on that one interface, brought up when it appears; dhclient writes resolv.conf.
+    The classroom interface is never named: the network capability owns it."""
+    name = UPLINK_INTERFACES[settings.uplink.type]
+    lines = ["# Written by appliance firstboot from firstboot.toml [uplink].",
+             f"allow-hotplug {name}", f"iface {name} inet dhcp"]
     if settings.uplink.type == "wifi":
-        uplink |= {"ssid": settings.uplink.ssid,
-                   "passphrase_file": str(etc / "secrets" / "uplink-passphrase")}
-    return {
-        "uplink": uplink,
-        "hotspot": {"ssid": settings.hotspot.ssid, "country": settings.hotspot.country,
-                    "passphrase_file": str(etc / "secrets" / "hotspot-passphrase")},
-    }
+        lines.append(f"    wpa-conf /etc/wpa_supplicant/wpa_supplicant-{name}.conf")
+    lines.append(f"iface {name} inet6 auto")
+    return "\n".join(lines) + "\n"
+
+
+def wpa_supplicant_uplink(uplink: Uplink) -> str:
+    """wpa_supplicant's file for a Wi-Fi uplink. The SSID in hex and the PSK derived as WPA2
+    does (PBKDF2-HMAC-SHA1, 4096 rounds, the SSID as salt): no quoting to get wrong, and the
+    passphrase itself is not kept on the Pi."""
+    ssid = uplink.ssid.encode()
+    psk = hashlib.pbkdf2_hmac("sha1", uplink.passphrase.encode(), ssid, 4096, 32).hex()
+    return ("# Written by appliance firstboot from firstboot.toml [uplink].\n"
+            "ctrl_interface=DIR=/run/wpa_supplicant GROUP=root\n"
+            f"network={{\n\tssid={ssid.hex()}\n\tpsk={psk}\n\tkey_mgmt=WPA-PSK\n}}\n")
+
+
+def write_uplink(settings: Settings, root: Path) -> list[Path]:
+    """Write the uplink's files under `root` (see the module docstring); return their paths."""
+    stanza = root / "etc" / "network" / "interfaces.d" / "uplink"
+    _write_public(stanza, interfaces_uplink(settings))
+    written = [stanza]
+    if settings.uplink.type == "wifi":
+        conf = root / "etc" / "wpa_supplicant" / f"wpa_supplicant-{UPLINK_INTERFACES['wifi']}.conf"
+        write_secret(conf, wpa_supplicant_uplink(settings.uplink).rstrip("\n"))
+        written.append(conf)
+    return written
+
+
+def start_uplink(settings: Settings, root: Path) -> None:
+    """On a running Pi (`root` is /, systemd runs; not in tests or a chroot): bring the uplink
+    up now, so enrollment, a moment later, can reach the console. systemd starts it (firstboot
+    holds no network capability); `ifup@` returns once DHCP answered or gave up. Best effort:
+    the next boot brings it up anyway."""
+    if root != Path("/") or not Path("/run/systemd/system").is_dir() or not shutil.which("systemctl"):
+        return
+    unit = f"ifup@{UPLINK_INTERFACES[settings.uplink.type]}.service"
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        subprocess.run(["systemctl", "restart", unit], check=False, capture_output=True, timeout=90)
 
 
 @dataclass(frozen=True)
@@ -278,10 +316,9 @@ def apply(settings: Settings, boot_dir: Path, etc: Path, root: Path) -> Outcome:
     config_path = etc / "appliance.toml"
     config_module.from_dict(sections, source=config_path)  # our output passes our own checks
     _write_public(config_path, _toml(sections))
-    _write_public(etc / "network.toml", _toml(network_sections(settings, etc)))
-    if settings.uplink.type == "wifi":
-        write_secret(etc / "secrets" / "uplink-passphrase", settings.uplink.passphrase)
     write_secret(etc / "secrets" / "hotspot-passphrase", settings.hotspot.passphrase)
+    write_uplink(settings, root)
+    start_uplink(settings, root)
     ssh = ensure_ssh_host_keys(root)
     machine_id = ensure_machine_id(root)
     enrolled = None

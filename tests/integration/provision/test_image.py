@@ -113,3 +113,12 @@ def test_no_machine_identity_baked_in(root_fs):
         assert unit in wants
     assert "policy-rc.d" not in debugfs(root_fs, "ls /usr/sbin")
     assert debugfs(root_fs, "stat /opt/appliance/venv/bin/appliance").find("Type: regular") != -1
+
+
+def test_the_uplink_can_come_up_at_first_boot(root_fs):
+    # The image carries no network configuration of its own: firstboot writes the uplink's
+    # stanza from firstboot.toml; ifupdown, dhclient and wpa_supplicant are there to read it.
+    assert "source /etc/network/interfaces.d/*" in debugfs(root_fs, "cat /etc/network/interfaces")
+    for program in ("/usr/sbin/ifup", "/usr/sbin/dhclient", "/usr/sbin/wpa_supplicant"):
+        assert "Type: regular" in debugfs(root_fs, f"stat {program}"), program
+    assert "uplink" not in debugfs(root_fs, "ls /etc/network/interfaces.d")

@@ -122,10 +122,19 @@ def test_without_a_token_it_writes_the_config_host_identity_and_deletes_the_file
     assert cfg.appliance.id == "lincoln-main" and cfg.appliance.name == "Lincoln Elementary"
     assert cfg.mqtt.host == "console.district.example" and cfg.mqtt.port == 8883
     assert cfg.mqtt.key_file == etc / "tls" / "appliance.key"
-    network = (etc / "network.toml").read_text()
-    assert "District Staff" in network and "secret" not in network.replace("secrets/", "")
+    # The classroom network is configured: the hotspot, and the USB adapter as the uplink.
+    assert cfg.network.radio.ssid == "Classroom" and cfg.network.radio.country == "US"
+    assert cfg.network.radio.passphrase_file == etc / "secrets" / "hotspot-passphrase"
+    assert cfg.network.uplink == "wlan1"
     assert (etc / "secrets" / "hotspot-passphrase").read_text().strip() == "hotspot-secret-1"
-    assert os.stat(etc / "secrets" / "uplink-passphrase").st_mode & 0o777 == 0o600
+    assert "secret-1" not in (etc / "appliance.toml").read_text()
+    stanza = (root / "etc" / "network" / "interfaces.d" / "uplink").read_text()
+    assert "iface wlan1 inet dhcp" in stanza
+    assert "wpa-conf /etc/wpa_supplicant/wpa_supplicant-wlan1.conf" in stanza
+    wpa = root / "etc" / "wpa_supplicant" / "wpa_supplicant-wlan1.conf"
+    assert os.stat(wpa).st_mode & 0o777 == 0o600
+    assert f"ssid={b'District Staff'.hex()}" in wpa.read_text()
+    assert "uplink-secret-1" not in wpa.read_text()  # the derived key only
     assert list((root / "etc" / "ssh").glob("ssh_host_*_key"))
     machine_id = (root / "etc" / "machine-id").read_text().strip()
     assert len(machine_id) == 32 and int(machine_id, 16) >= 0
@@ -183,3 +192,22 @@ def test_the_image_example_needs_only_its_secret_before_first_boot():
         parse(text)
     settings = parse(text.replace("[hotspot]\n", '[hotspot]\npassphrase = "a-real-passphrase"\n'))
     assert settings.device_id == "example-site-main" and not settings.enrollment_token
+
+
+def test_the_wifi_uplink_key_is_derived_as_wpa2_does():
+    # IEEE 802.11i-2004, annex H.4.1: passphrase "password", SSID "IEEE".
+    text = firstboot.wpa_supplicant_uplink(firstboot.Uplink("wifi", "IEEE", "password"))
+    assert "psk=f42c6fc52df0ebef9ebb4b90b38a5f902e83fe1b135a70e23aed762e9710a12e" in text
+    assert f"ssid={b'IEEE'.hex()}" in text
+
+
+def test_an_ethernet_uplink_gets_dhcp_on_eth0_and_no_wifi_files(runner, pi):
+    boot, etc, root = pi
+    ethernet = GOOD.split("[uplink]")[0] + "[hotspot]" + GOOD.split("[hotspot]")[1]
+    (boot / "firstboot.toml").write_text(ethernet)
+    result = run(runner, boot, etc, root)
+    assert result.exit_code == 0, result.output
+    assert config_module.load(etc / "appliance.toml").network.uplink == "eth0"
+    stanza = (root / "etc" / "network" / "interfaces.d" / "uplink").read_text()
+    assert "allow-hotplug eth0" in stanza and "iface eth0 inet dhcp" in stanza
+    assert not (root / "etc" / "wpa_supplicant").exists()
