@@ -61,6 +61,14 @@ def in_window(windows: tuple[str, ...], now: dt.time) -> bool:
     return False
 
 
+def check(limits: Limits) -> None:
+    """Raise Paused when a stop was asked for or the time is outside the windows."""
+    if limits.stop.is_set():
+        raise Paused("stopped")
+    if not in_window(limits.windows, limits.local_time()):
+        raise Paused("outside the sync window")
+
+
 @dataclass
 class Limits:
     bandwidth_bps: int = 0
@@ -72,7 +80,10 @@ class Limits:
     timeout: float = 30.0
 
 
-class _Bucket:
+class Bucket:
+    """A token bucket over one transfer: `take(n)` sleeps so the average stays under `rate`
+    bytes per second (0: no cap). Other capabilities' fetchers use it to share the cap."""
+
     def __init__(self, rate: int) -> None:
         self.rate = rate
         self.start = time.monotonic()
@@ -147,7 +158,7 @@ def fetch(url: str, part: Path, *, size: int | None, sha256: str | None,
             remove_partial(part)
             raise DownloadError(f"not enough free space: {need} bytes needed (with the reserve), "
                                 f"{free} free", permanent=True)
-    bucket = _Bucket(limits.bandwidth_bps)
+    bucket = Bucket(limits.bandwidth_bps)
     failures = 0
     while True:
         try:
@@ -172,7 +183,7 @@ def fetch(url: str, part: Path, *, size: int | None, sha256: str | None,
 
 
 def _transfer(url: str, part: Path, state: dict[str, Any], size: int | None, limits: Limits,
-              bucket: _Bucket, progress: Callable[[int], None] | None) -> int:
+              bucket: Bucket, progress: Callable[[int], None] | None) -> int:
     have = part.stat().st_size if part.exists() else 0
     if size is not None and have == size:
         return have
@@ -218,13 +229,10 @@ def _transfer(url: str, part: Path, state: dict[str, Any], size: int | None, lim
     return have
 
 
-def _copy(response: BinaryIO, out: BinaryIO, have: int, limits: Limits, bucket: _Bucket,
+def _copy(response: BinaryIO, out: BinaryIO, have: int, limits: Limits, bucket: Bucket,
           progress: Callable[[int], None] | None) -> int:
     while True:
-        if limits.stop.is_set():
-            raise Paused("stopped")
-        if not in_window(limits.windows, limits.local_time()):
-            raise Paused("outside the sync window")
+        check(limits)
         chunk = response.read(CHUNK)
         if not chunk:
             out.flush()

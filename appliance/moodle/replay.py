@@ -4,7 +4,8 @@ It serves a recording directory (`state1/`, `state2/` of `data/moodle`, format i
 web-service calls and logins are matched by (path, sorted parameters) with the token
 normalised; files by their percent-decoded path, from the recorded full body, with 304 for a
 matching If-None-Match or If-Modified-Since and 206 for any `Range` when Moodle recorded
-`Accept-Ranges: bytes` (If-Range is ignored, as Moodle does). Unmatched requests get 599.
+`Accept-Ranges: bytes` (If-Range is ignored, as Moodle does). A `*_by_courses` call for fewer
+courses than recorded gets the recorded answer cut down to them. Unmatched requests get 599.
 
 For tests it can switch state (`load()`), make the current token invalid (`invalidate_token()`),
 cut a file's body after some bytes (`cut`), answer slowly (`delay`), and it counts the body
@@ -72,6 +73,27 @@ class Recording:
             params = {k: (RECORDED_TOKEN if k in ("wstoken", "token") and v == RECORDED_TOKEN else v)
                       for k, v in ex["params"].items()}
             self.calls.setdefault((path, tuple(sorted(params.items()))), rec)
+
+
+    def subset(self, path: str, params: dict[str, str]) -> Recorded | None:
+        """A `mod_*_get_*_by_courses` call for fewer courses than any recorded one (a course
+        left the account's list): the recorded answer for more courses, cut down to these."""
+        wanted = {v for k, v in params.items() if k.startswith("courseids[")}
+        rest = {k: v for k, v in params.items() if not k.startswith("courseids[")}
+        if not wanted or not params.get("wsfunction", "").endswith("_by_courses"):
+            return None
+        for (p, recorded), rec in self.calls.items():
+            ids = {v for k, v in recorded if k.startswith("courseids[")}
+            others = {k: v for k, v in recorded if not k.startswith("courseids[")}
+            if p != path or not wanted <= ids or others != rest:
+                continue
+            answer = json.loads(rec.body or b"{}")
+            for key, value in answer.items():
+                if isinstance(value, list):
+                    answer[key] = [x for x in value
+                                   if not isinstance(x, dict) or str(x.get("course")) in wanted]
+            return Recorded(rec.status, rec.headers, json.dumps(answer, ensure_ascii=False).encode(), True)
+        return None
 
 
 class ReplayMoodle:
@@ -164,7 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(recording.errors["error:invalid_token"], path, params.get("wsfunction", ""))
                 return
             params["wstoken"] = RECORDED_TOKEN
-        rec = recording.calls.get((path, tuple(sorted(params.items()))))
+        rec = recording.calls.get((path, tuple(sorted(params.items())))) or recording.subset(path, params)
         if rec is None:
             self._unmatched(path)
             return

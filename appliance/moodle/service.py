@@ -1,4 +1,4 @@
-"""Building the mirror's parts from the configuration: paths, store, client, `Mirror`."""
+"""Building the mirror's parts from the configuration: paths, the library's store, client, `Mirror`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from pathlib import Path
 import sqlite_utils
 
 from appliance.config import Config, ConfigError
+from appliance.content import schema as content_schema
+from appliance.content.download import Limits
+from appliance.content.store import ContentStore
 from appliance.moodle import schema
-from appliance.moodle.blobs import FileBlobStore
 from appliance.moodle.client import Client, Credentials
 from appliance.moodle.mirror import Mirror
 from appliance.secretfiles import read_secret
@@ -16,12 +18,15 @@ from appliance.store import migrate, open_db
 
 
 def mirror_dir(cfg: Config) -> Path:
-    """The mirror's folder: blobs, partial downloads, the renewed token (mode 0600)."""
+    """The mirror's folder: the sync lock and the renewed token (mode 0600). Files are in the
+    library's content store (`[content] root`)."""
     return cfg.appliance.state_dir / "moodle"
 
 
 def open_database(cfg: Config) -> sqlite_utils.Database:
     db = open_db(cfg.database_path)
+    # The mirror's files and search documents are in the library's tables.
+    migrate(db, content_schema.COMPONENT, content_schema.MIGRATIONS)
     migrate(db, schema.COMPONENT, schema.MIGRATIONS)
     return db
 
@@ -42,11 +47,13 @@ def build_client(cfg: Config) -> Client:
     return Client(m.url, credentials, timeout=m.timeout)
 
 
-def build_mirror(cfg: Config, db: sqlite_utils.Database) -> Mirror:
-    root = mirror_dir(cfg)
-    return Mirror(db, FileBlobStore(root / "blobs"), root / "work", cfg.moodle.url,
-                  reserve=cfg.moodle.min_free_mb * 1_000_000, grace=cfg.moodle.grace_days * 86400.0)
+def content_store(cfg: Config, db: sqlite_utils.Database) -> ContentStore:
+    return ContentStore(cfg.content.root, db, require_mount=cfg.content.require_mount)
 
 
-def store(cfg: Config) -> FileBlobStore:
-    return FileBlobStore(mirror_dir(cfg) / "blobs")
+def build_mirror(cfg: Config, db: sqlite_utils.Database, limits: Limits | None = None) -> Mirror:
+    """The mirror on the library's store; `limits` (the library's bandwidth cap and windows)
+    apply to its downloads."""
+    return Mirror(db, content_store(cfg, db), mirror_dir(cfg) / "work", cfg.moodle.url,
+                  reserve=cfg.moodle.min_free_mb * 1_000_000, grace=cfg.moodle.grace_days * 86400.0,
+                  limits=limits or Limits())
