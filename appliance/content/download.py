@@ -30,7 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 CHUNK = 64 * 1024
 RECONNECTS = 5
@@ -78,6 +81,15 @@ class Limits:
     local_time: Callable[[], dt.time] = field(default=lambda: dt.datetime.now().time())
     stop: threading.Event = field(default_factory=threading.Event)
     timeout: float = 30.0
+
+
+def limits_for(cfg: Config, *, windows: bool = True) -> Limits:
+    """The library's limits from `[content]` (bandwidth cap, windows, reserve): every download
+    of the library's queue, a Moodle sync's included, runs under them. `windows=False` for a
+    run a person asked for now (the cap still applies)."""
+    return Limits(bandwidth_bps=cfg.content.bandwidth_kbps * 125,
+                  windows=cfg.content.windows if windows else (),
+                  reserve_bytes=cfg.content.reserve_mb * 1_000_000)
 
 
 class Bucket:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
 
 from appliance.config import Config, ConfigError
 from appliance.content import schema as content_schema
-from appliance.content.download import Limits
+from appliance.content.download import Limits, Paused, check, limits_for
+from appliance.content.jobs import Job, JobQueue
 from appliance.content.store import ContentStore
 from appliance.moodle import schema
 from appliance.moodle.client import Client, Credentials
-from appliance.moodle.mirror import Mirror
+from appliance.moodle.mirror import Mirror, Progress, SyncBusy, SyncReport
 from appliance.secretfiles import read_secret
 from appliance.store import migrate, open_db
 
@@ -57,3 +60,62 @@ def build_mirror(cfg: Config, db: sqlite_utils.Database, limits: Limits | None =
     return Mirror(db, content_store(cfg, db), mirror_dir(cfg) / "work", cfg.moodle.url,
                   reserve=cfg.moodle.min_free_mb * 1_000_000, grace=cfg.moodle.grace_days * 86400.0,
                   limits=limits or Limits())
+
+
+JOB_KIND = "moodle"
+
+
+@dataclass
+class QueuedSync:
+    """What `run_queued` did: the sync's report, or why it did not run (`paused`)."""
+
+    job: Job
+    report: SyncReport | None = None
+    paused: str | None = None
+
+
+def run_queued(cfg: Config, db: sqlite_utils.Database, client: Client, *, course: int | None = None,
+               windows: bool = True, progress: Progress = lambda _: None,
+               waiting: Callable[[], None] = lambda: None) -> QueuedSync:
+    """Queue a sync of the mirror (one course or all) as a job of the library's queue, then run
+    it under the library's limits once the queue is free (`waiting()` is called if another
+    runner, e.g. a ZIM download, holds it): one transfer at a time, the one bandwidth cap, and
+    outside `[content] windows` the job waits in the queue (`paused`) unless `windows=False`.
+    A failed sync ends its job as failed (the next run queues it again); its errors are in the
+    report and in `appliance moodle status`."""
+    queue = JobQueue(db)
+    name = JOB_KIND if course is None else f"{JOB_KIND}:course-{course}"
+    job = queue.enqueue(name, JOB_KIND, cfg.moodle.url, meta={"course": course})
+    limits = limits_for(cfg, windows=windows)
+    with queue.running(waiting):
+        queue.recover()
+        claimed = queue.claim(kinds=(JOB_KIND,))
+        while claimed is not None and claimed.id != job.id:
+            # An older Moodle job (another course, a paused run): run it too, it is due.
+            _run_job(cfg, db, queue, client, claimed, limits, progress)
+            claimed = queue.claim(kinds=(JOB_KIND,))
+        if claimed is None:
+            return QueuedSync(queue.get(job.id), paused=queue.get(job.id).error or "not due yet")
+        return _run_job(cfg, db, queue, client, claimed, limits, progress)
+
+
+def _run_job(cfg: Config, db: sqlite_utils.Database, queue: JobQueue, client: Client, job: Job,
+             limits: Limits, progress: Progress) -> QueuedSync:
+    mirror = build_mirror(cfg, db, limits)
+    try:
+        check(limits)
+        report = mirror.sync(client, only=job.meta.get("course"), allowed=cfg.moodle.courses,
+                             progress=progress)
+    except (Paused, SyncBusy) as exc:
+        reason = str(exc) if isinstance(exc, SyncBusy) else (
+            f"{exc} ([content] windows); it runs at the next sync in the window")
+        queue.pause(job.id, reason)
+        return QueuedSync(queue.get(job.id), paused=reason)
+    queue.progress(job.id, sum(c.wire for c in report.courses))
+    if report.ok:
+        queue.done(job.id)
+        queue.forget_done(job.name, keep=job.id)
+    else:
+        queue.fail(job.id, report.error or "; ".join(
+            f"course {c.id}: {c.error}" for c in report.courses if c.error), retries=0, permanent=True)
+    return QueuedSync(queue.get(job.id), report)

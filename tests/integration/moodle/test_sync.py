@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import sqlite3
+import threading
+import time
 
 import pytest
 
@@ -372,3 +375,65 @@ def test_the_library_search_finds_mirrored_pages_chapters_labels_and_files(rig, 
     assert rig.sync().ok
     assert paths("хлоропласт") == set()
     assert rig.db.execute("SELECT count(*) FROM moodle_courses WHERE id = 2").fetchone()[0] == 1
+
+
+def queued_cfg(cfg, **content):
+    return from_dict({"appliance": {"id": "t", "state_dir": str(cfg.appliance.state_dir)},
+                      "content": {"root": str(cfg.content.root), **content},
+                      "moodle": {"url": cfg.moodle.url, "username": "syncbot",
+                                 "password_file": str(cfg.moodle.password_file), "min_free_mb": 0}})
+
+
+def test_a_sync_is_a_job_of_the_library_queue_and_waits_outside_its_windows(rig, cfg):
+    from appliance.content.jobs import JobQueue
+    from appliance.moodle.service import run_queued
+
+    now = datetime.datetime.now()
+    later = [(now + datetime.timedelta(hours=h)).strftime("%H:%M") for h in (2, 3)]
+    closed = queued_cfg(cfg, windows=[f"{later[0]}-{later[1]}"])
+    waited = run_queued(closed, rig.db, rig.client)
+    assert waited.report is None and "outside the sync window" in waited.paused
+    assert waited.job.kind == "moodle" and waited.job.state == "queued"
+    assert rig.files_sent() == {} and rig.db.execute("SELECT count(*) FROM moodle_courses").fetchone()[0] == 0
+    # Asked for now, it runs (same job), ends done and leaves one finished job in the queue.
+    ran = run_queued(closed, rig.db, rig.client, windows=False)
+    assert ran.report is not None and ran.report.ok and ran.job.id == waited.job.id
+    assert ran.job.state == "done" and ran.job.done_bytes == sum(c.wire for c in ran.report.courses) > 0
+    again = run_queued(queued_cfg(cfg), rig.db, rig.client)
+    assert again.report.ok and again.job.id != ran.job.id
+    assert [(j.name, j.state) for j in JobQueue(rig.db).list()] == [("moodle", "done")]
+
+
+def test_a_sync_waits_for_the_library_queue_and_obeys_its_bandwidth_cap(rig, cfg):
+    from appliance.content.jobs import JobQueue
+    from appliance.moodle.service import run_queued
+
+    assert rig.sync().ok
+    rig.replay.sent.clear()
+    rig.replay.load(DATA / "state2")
+    rig.now = T2
+    holding, release = threading.Event(), threading.Event()
+
+    def library_download():
+        with JobQueue(rig.db).running():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=library_download)
+    holder.start()
+    assert holding.wait(5)
+    waits = []
+    capped = queued_cfg(cfg, bandwidth_kbps=8)  # 1,000 bytes a second
+
+    def waiting():
+        waits.append(time.monotonic())
+        release.set()
+
+    started = time.monotonic()
+    done = run_queued(capped, rig.db, rig.client, waiting=waiting)
+    elapsed = time.monotonic() - started
+    holder.join()
+    assert len(waits) == 1 and done.report.ok
+    # 774 + 1,567 file bytes at 1,000 bytes a second (the generated chapter is no file download)
+    assert sum(rig.files_sent().values()) == 774 + 1567 + 218
+    assert elapsed >= 2.2, elapsed
