@@ -115,6 +115,8 @@ def fetch(client: Client, store: ContentStore, url: str, *, key: str, etag: str 
             try:
                 for chunk in response.chunks():
                     out.write(chunk)
+                    # To the OS at once: a sync killed (kill -9) keeps every byte received.
+                    out.flush()
                     wire += len(chunk)
                     bucket.take(len(chunk))
                     check(limits)

@@ -8,8 +8,9 @@ matching If-None-Match or If-Modified-Since and 206 for any `Range` when Moodle 
 courses than recorded gets the recorded answer cut down to them. Unmatched requests get 599.
 
 For tests it can switch state (`load()`), make the current token invalid (`invalidate_token()`),
-cut a file's body after some bytes (`cut`), answer slowly (`delay`), and it counts the body
-bytes it sent per path (`sent`), so a test asserts bytes on the wire, not requests.
+cut a file's body after some bytes (`cut`) or hold it there (`stall`), answer slowly
+(`delay`), and it counts the body bytes it sent per path (`sent`), so a test asserts bytes on
+the wire, not requests.
 """
 
 from __future__ import annotations
@@ -104,6 +105,11 @@ class ReplayMoodle:
         self.token = RECORDED_TOKEN
         self.delay = 0.0
         self.cut: dict[str, int] = {}  # decoded path -> bytes to send before closing
+        # decoded path -> bytes to send, then wait (until `unstall`, at most 60 s) and close;
+        # `stalled` is set once they are sent (a test kills the client then)
+        self.stall: dict[str, int] = {}
+        self.stalled = threading.Event()
+        self.unstall = threading.Event()
         self.sent: Counter[str] = Counter()  # decoded path -> body bytes sent
         self.log: list[tuple[str, int]] = []  # (decoded path or function, status)
         self.seen_tokens: list[str] = []  # every token a request carried (tests check leaks)
@@ -133,6 +139,7 @@ class ReplayMoodle:
         return self
 
     def stop(self) -> None:
+        self.unstall.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -255,6 +262,15 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None or self.command == "HEAD":
             return
         limit = replay.cut.get(path)
+        held = replay.stall.get(path)
+        if held is not None and held < len(body):
+            self.wfile.write(body[:held])
+            self.wfile.flush()
+            replay.sent[path] += held
+            replay.stalled.set()
+            replay.unstall.wait(60)
+            self.close_connection = True
+            return
         if limit is not None and limit < len(body):
             self.wfile.write(body[:limit])
             self.wfile.flush()

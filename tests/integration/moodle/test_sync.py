@@ -6,7 +6,10 @@ import dataclasses
 import datetime
 import json
 import logging
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 
@@ -437,3 +440,56 @@ def test_a_sync_waits_for_the_library_queue_and_obeys_its_bandwidth_cap(rig, cfg
     # 774 + 1,567 file bytes at 1,000 bytes a second (the generated chapter is no file download)
     assert sum(rig.files_sent().values()) == 774 + 1567 + 218
     assert elapsed >= 2.2, elapsed
+
+
+def test_a_sync_killed_during_a_transfer_keeps_the_old_course_served_and_resumes(rig, cfg, tmp_path):
+    from appliance.content.jobs import JobQueue
+    from appliance.moodle.blobs import partial_paths
+    from appliance.moodle.service import run_queued
+
+    assert rig.sync().ok
+    old_sha = rig.db.execute("SELECT sha256 FROM moodle_files WHERE module_id = 4").fetchone()[0]
+    old_pdf = rig.store.path(old_sha)
+    rig.replay.load(DATA / "state2")
+    path = "/webservice/pluginfile.php/21/mod_resource/content/1/worksheet_cell_v2.pdf"
+    rig.replay.stall[path] = 300
+    config = tmp_path / "appliance.toml"
+    config.write_text(
+        f'[appliance]\nid = "t"\nstate_dir = "{cfg.appliance.state_dir}"\n'
+        f'[content]\nroot = "{cfg.content.root}"\n'
+        f'[moodle]\nurl = "{rig.replay.url}"\nusername = "syncbot"\n'
+        f'password_file = "{cfg.moodle.password_file}"\nmin_free_mb = 0\n')
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config), "moodle", "sync",
+                             "--now", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert rig.replay.stalled.wait(30), "the sync never reached the PDF"
+        part, _ = partial_paths(rig.store, "2:4:/worksheet_cell_v2.pdf")
+        deadline = time.monotonic() + 10
+        while not (part.exists() and part.stat().st_size == 300) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # mid-transfer: 300 of 774 bytes on disk
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert part.stat().st_size == 300
+    # The old course is whole and served.
+    assert rig.db.execute("SELECT path FROM moodle_files WHERE module_id = 4").fetchall() == [
+        ("/worksheet_cell.pdf",)
+    ]
+    served = create_app(rig.cfg).test_client().get("/moodle/course/2/m/4/file/worksheet_cell.pdf")
+    assert served.status_code == 200 and served.data == old_pdf.read_bytes()
+    assert [j.state for j in JobQueue(rig.db).list()] == ["running"]  # what the kill left
+    # The next sync takes the job up again and fetches only the rest of the file.
+    rig.replay.unstall.set()
+    del rig.replay.stall[path]
+    rig.replay.sent.clear()
+    done = run_queued(queued_cfg(cfg), rig.db, rig.client, windows=False)
+    assert done.report.ok and done.job.state == "done"
+    assert rig.replay.sent[path] == 774 - 300
+    assert next(c for c in done.report.courses if c.id == 2).resumed == 1
+    assert rig.db.execute("SELECT path FROM moodle_files WHERE module_id = 4").fetchall() == [
+        ("/worksheet_cell_v2.pdf",)
+    ]
+    assert not part.exists()
