@@ -20,7 +20,7 @@ from appliance.moodle.blobs import OWNER
 from appliance.moodle.client import Client, Credentials, MoodleError
 from appliance.moodle.mirror import Mirror
 from appliance.moodle.replay import ReplayMoodle
-from appliance.moodle.service import content_store, open_database
+from appliance.moodle.service import open_database
 from appliance.portal import create_app
 from tests.conftest import SHARED
 
@@ -57,6 +57,8 @@ class Rig:
         self.cfg, self.replay, self.now = cfg, replay, T1
         self.db = open_database(cfg)
         root = cfg.appliance.state_dir / "moodle"
+        from appliance.moodle.service import content_store  # the library's store, as the CLI builds it
+
         self.store = content_store(cfg, self.db)
         self.mirror = Mirror(self.db, self.store, root / "work", replay.url, clock=lambda: self.now)
         self.client = self.new_client()
