@@ -30,7 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from appliance.config import Config
 
 CHUNK = 64 * 1024
 RECONNECTS = 5
@@ -61,6 +64,14 @@ def in_window(windows: tuple[str, ...], now: dt.time) -> bool:
     return False
 
 
+def check(limits: Limits) -> None:
+    """Raise Paused when a stop was asked for or the time is outside the windows."""
+    if limits.stop.is_set():
+        raise Paused("stopped")
+    if not in_window(limits.windows, limits.local_time()):
+        raise Paused("outside the sync window")
+
+
 @dataclass
 class Limits:
     bandwidth_bps: int = 0
@@ -72,7 +83,19 @@ class Limits:
     timeout: float = 30.0
 
 
-class _Bucket:
+def limits_for(cfg: Config, *, windows: bool = True) -> Limits:
+    """The library's limits from `[content]` (bandwidth cap, windows, reserve): every download
+    of the library's queue, a Moodle sync's included, runs under them. `windows=False` for a
+    run a person asked for now (the cap still applies)."""
+    return Limits(bandwidth_bps=cfg.content.bandwidth_kbps * 125,
+                  windows=cfg.content.windows if windows else (),
+                  reserve_bytes=cfg.content.reserve_mb * 1_000_000)
+
+
+class Bucket:
+    """A token bucket over one transfer: `take(n)` sleeps so the average stays under `rate`
+    bytes per second (0: no cap). Other capabilities' fetchers use it to share the cap."""
+
     def __init__(self, rate: int) -> None:
         self.rate = rate
         self.start = time.monotonic()
@@ -147,7 +170,7 @@ def fetch(url: str, part: Path, *, size: int | None, sha256: str | None,
             remove_partial(part)
             raise DownloadError(f"not enough free space: {need} bytes needed (with the reserve), "
                                 f"{free} free", permanent=True)
-    bucket = _Bucket(limits.bandwidth_bps)
+    bucket = Bucket(limits.bandwidth_bps)
     failures = 0
     while True:
         try:
@@ -172,7 +195,7 @@ def fetch(url: str, part: Path, *, size: int | None, sha256: str | None,
 
 
 def _transfer(url: str, part: Path, state: dict[str, Any], size: int | None, limits: Limits,
-              bucket: _Bucket, progress: Callable[[int], None] | None) -> int:
+              bucket: Bucket, progress: Callable[[int], None] | None) -> int:
     have = part.stat().st_size if part.exists() else 0
     if size is not None and have == size:
         return have
@@ -218,13 +241,10 @@ def _transfer(url: str, part: Path, state: dict[str, Any], size: int | None, lim
     return have
 
 
-def _copy(response: BinaryIO, out: BinaryIO, have: int, limits: Limits, bucket: _Bucket,
+def _copy(response: BinaryIO, out: BinaryIO, have: int, limits: Limits, bucket: Bucket,
           progress: Callable[[int], None] | None) -> int:
     while True:
-        if limits.stop.is_set():
-            raise Paused("stopped")
-        if not in_window(limits.windows, limits.local_time()):
-            raise Paused("outside the sync window")
+        check(limits)
         chunk = response.read(CHUNK)
         if not chunk:
             out.flush()

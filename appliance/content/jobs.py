@@ -4,14 +4,23 @@ A job survives restarts: `recover()` at start puts jobs left `running` by a cras
 back in the queue (their partial file is resumed). A failure is retried after a full-jitter
 backoff (a uniform random wait in [0, min(6 h, 30 s x 2^attempt)]) until `[content] retries`
 is spent; some failures (a full disk, a checksum that can never match) fail at once.
+
+The queue holds other capabilities' jobs too (kind `moodle`: a sync of the Moodle mirror). Each
+runner claims only the kinds it knows (`claim(kinds=...)`), and every runner works inside
+`running()`, a lock beside the database: one job of the whole queue transfers at a time, so
+they all share the one bandwidth cap (`[content] bandwidth_kbps`) and the time windows.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
@@ -26,7 +35,7 @@ MAX_DELAY_S = 6 * 3600.0
 class Job:
     id: int
     name: str
-    kind: str  # zim | pack
+    kind: str  # zim | pack | moodle
     url: str
     sha256: str | None
     size: int | None
@@ -105,12 +114,15 @@ class JobQueue:
             return self.db.execute("UPDATE content_jobs SET state = 'queued', updated_at = ? "
                                    "WHERE state = 'running'", [self._now()]).rowcount
 
-    def claim(self) -> Job | None:
-        """The next job that is due, marked running (one caller gets each job)."""
+    def claim(self, kinds: tuple[str, ...] | None = None) -> Job | None:
+        """The next job that is due (of one of `kinds`, when given), marked running (one caller
+        gets each job)."""
         now = self._now()
+        only = f" AND kind IN ({','.join('?' * len(kinds))})" if kinds else ""
         with transaction(self.db):
             row = self.db.execute(f"SELECT {COLUMNS} FROM content_jobs WHERE state = 'queued' "  # noqa: S608
-                                  "AND next_at <= ? ORDER BY next_at, id LIMIT 1", [now]).fetchone()
+                                  f"AND next_at <= ?{only} ORDER BY next_at, id LIMIT 1",
+                                  [now, *(kinds or ())]).fetchone()
             if row is None:
                 return None
             self.db.execute("UPDATE content_jobs SET state = 'running', updated_at = ? WHERE id = ?",
@@ -126,8 +138,9 @@ class JobQueue:
         with transaction(self.db):
             self.db.execute("UPDATE content_jobs SET state = 'done', error = NULL, updated_at = ? WHERE id = ?",
                             [self._now(), job_id])
-            self.db.execute("INSERT INTO content_state (key, value) VALUES ('last_sync', ?) "
-                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", [self._now()])
+            if self.get(job_id).kind in ("zim", "pack"):  # the library's own last sync
+                self.db.execute("INSERT INTO content_state (key, value) VALUES ('last_sync', ?) "
+                                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", [self._now()])
 
     def pause(self, job_id: int, reason: str) -> None:
         """Back to the queue without counting an attempt (the window closed, we were stopped)."""
@@ -147,6 +160,33 @@ class JobQueue:
                 ["failed" if final else "queued", attempts,
                  self._now() + (0 if final else backoff_ms(attempts, rng)), error, self._now(), job_id])
         return self.get(job_id)
+
+    def forget_done(self, name: str, keep: int) -> None:
+        """Delete finished jobs of `name` but the one `keep` (a nightly job would pile up)."""
+        with transaction(self.db):
+            self.db.execute("DELETE FROM content_jobs WHERE name = ? AND state = 'done' AND id != ?",
+                            [name, keep])
+
+    def lock_path(self) -> Path | None:
+        """The runners' lock, beside the database file (None for a database in memory)."""
+        row = self.db.execute("PRAGMA database_list").fetchone()
+        return Path(row[2]).with_name(Path(row[2]).name + ".queue.lock") if row and row[2] else None
+
+    @contextlib.contextmanager
+    def running(self, waiting: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """Run jobs inside this: one runner at a time, whatever kinds it runs. When another
+        runner holds the queue, `waiting()` is called once and this waits for it."""
+        path = self.lock_path()
+        if path is None:
+            yield
+            return
+        with path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                waiting()
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT state, count(*) FROM content_jobs GROUP BY state").fetchall())

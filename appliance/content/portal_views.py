@@ -67,6 +67,8 @@ def item_url(item: library.Item) -> str:
 
 
 def hit_url(hit: search.Hit) -> str:
+    if hit.source not in ("zim", "pack"):
+        return hit.path  # another capability's page on this portal (the Moodle mirror's)
     prefix = "content" if hit.source == "zim" else "pack"
     return f"{archive_base()}/{prefix}/{quote(hit.item)}/{quote(hit.path, safe='/')}"
 
@@ -100,6 +102,8 @@ def search_page() -> Any:
     store = _store()
     hits = library.search_all(store, _cache(), query) if query and store.present() else []
     titles = {i.name: i.title for i in library.items(store.db)}
+    for source in {h.source for h in hits} - {"zim", "pack"}:
+        titles.update(search.item_titles(store.db, source, [h.item for h in hits if h.source == source]))
     return render_template(
         "library/search.html", title=cfg.portal.title, building=cfg.appliance.name or cfg.appliance.id,
         query=query, hits=hits, hit_url=hit_url, titles=titles, highlight=search.highlight,

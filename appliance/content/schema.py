@@ -9,6 +9,9 @@
 - `content_usage`: views per item per day (never per student).
 - `content_jobs`: the download queue (survives restarts).
 - `content_state`: small facts (`last_sync` ms, `library_id`).
+- `content_refs`: blobs another capability keeps in the store (the Moodle mirror's files), by
+  owner: the library's garbage collection keeps every blob with a reference, and an owner's
+  `release` deletes only blobs it referenced that nothing else refers to.
 """
 
 from __future__ import annotations
@@ -87,5 +90,13 @@ CREATE TABLE content_jobs (
 );
 CREATE INDEX content_jobs_state ON content_jobs(state, next_at);
 CREATE TABLE content_state (key TEXT PRIMARY KEY, value);
+"""),
+    Migration(2, "references to blobs held by other capabilities (the Moodle mirror)", """
+CREATE TABLE content_refs (
+    owner TEXT NOT NULL,
+    sha256 TEXT NOT NULL REFERENCES content_blobs(sha256),
+    PRIMARY KEY (owner, sha256)
+);
+CREATE INDEX content_refs_sha ON content_refs(sha256);
 """),
 ]

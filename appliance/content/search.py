@@ -5,8 +5,12 @@ FTS5 has no Russian stemmer, so we stem ourselves with Snowball, word by word by
 query time, and FTS5 (`unicode61`) only matches stems. The original text is kept beside the index
 (`content_docs`) for titles and snippets.
 
-Results from several sources (our index; each archive's own full-text and title indexes; later
-the Moodle mirror) are merged by reciprocal rank fusion: each list keeps its own ranking and a
+Other capabilities put their pages in the same index under their own `source` (the Moodle
+mirror: `moodle`), with `path` the portal path of the page (starting with `/`); their first
+document of an item is the item's own page and names the item in results (`item_titles`).
+
+Results from several sources (our index, the Moodle mirror's pages among them; each archive's
+own full-text and title indexes) are merged by reciprocal rank fusion: each list keeps its own ranking and a
 hit's score is the sum of 1 / (K + rank) over the lists it is in, which needs no comparable
 scores between sources.
 """
@@ -158,6 +162,18 @@ def remove_documents(db: sqlite_utils.Database, source: str, item: str) -> None:
         db.execute("DELETE FROM content_fts WHERE rowid IN (SELECT id FROM content_docs "
                    "WHERE source = ? AND item = ?)", [source, item])
         db.execute("DELETE FROM content_docs WHERE source = ? AND item = ?", [source, item])
+
+
+def item_titles(db: sqlite_utils.Database, source: str, items: Iterable[str]) -> dict[str, str]:
+    """For items of another capability's `source`: the title of each item's first document."""
+    wanted = sorted(set(items))
+    if not wanted:
+        return {}
+    rows = db.execute(
+        f"SELECT item, title FROM content_docs WHERE id IN (SELECT min(id) FROM content_docs "  # noqa: S608
+        f"WHERE source = ? AND item IN ({','.join('?' * len(wanted))}) GROUP BY item)",
+        [source, *wanted]).fetchall()
+    return {str(item): str(title) for item, title in rows}
 
 
 def search(db: sqlite_utils.Database, query: str, *, limit: int = 20,

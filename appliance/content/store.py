@@ -175,16 +175,47 @@ class ContentStore:
                             [sha256, size, int(time.time() * 1000)])
         return Blob(sha256, size, final)
 
+    # Blobs nothing refers to: no item, no pack file, no other capability's reference.
+    _UNREFERENCED = ("sha256 NOT IN (SELECT sha256 FROM content_items WHERE sha256 IS NOT NULL) "
+                     "AND sha256 NOT IN (SELECT sha256 FROM content_files) "
+                     "AND sha256 NOT IN (SELECT sha256 FROM content_refs)")
+
     def collect_garbage(self) -> int:
-        """Delete blobs no item and no pack file refers to; returns how many."""
-        rows = self.db.execute(
-            "SELECT sha256 FROM content_blobs WHERE sha256 NOT IN (SELECT sha256 FROM content_items "
-            "WHERE sha256 IS NOT NULL) AND sha256 NOT IN (SELECT sha256 FROM content_files)").fetchall()
-        for (sha,) in rows:
+        """Delete blobs no item, no pack file and no owner's reference (`hold`) refers to;
+        returns how many."""
+        rows = self.db.execute(f"SELECT sha256 FROM content_blobs WHERE {self._UNREFERENCED}").fetchall()  # noqa: S608
+        return self._delete([sha for (sha,) in rows])
+
+    def _delete(self, shas: list[str]) -> int:
+        for sha in shas:
             with contextlib.suppress(FileNotFoundError):
                 self.path(sha).unlink()
             self.db.execute("DELETE FROM content_blobs WHERE sha256 = ?", [sha])
-        return len(rows)
+        return len(shas)
+
+    # -- references by other capabilities ---------------------------------------------------
+    def hold(self, owner: str, sha256: str) -> None:
+        """Record that `owner` uses blob `sha256` (already stored): the library's garbage
+        collection keeps it until the owner releases it."""
+        with transaction(self.db):
+            self.db.execute("INSERT OR IGNORE INTO content_refs (owner, sha256) VALUES (?, ?)", [owner, sha256])
+
+    def held(self, owner: str) -> set[str]:
+        """The blobs `owner` holds."""
+        return {r[0] for r in self.db.execute("SELECT sha256 FROM content_refs WHERE owner = ?", [owner])}
+
+    def release(self, owner: str, *, keep: set[str]) -> int:
+        """Drop `owner`'s references to every blob not in `keep`, then delete those of the
+        released blobs that nothing else (an item, a pack file, another owner) refers to.
+        Never touches a blob `owner` did not hold. Returns how many blobs were deleted."""
+        with transaction(self.db):
+            gone = sorted(self.held(owner) - keep)
+            for sha in gone:
+                self.db.execute("DELETE FROM content_refs WHERE owner = ? AND sha256 = ?", [owner, sha])
+            orphans = [sha for sha in gone if self.db.execute(
+                f"SELECT 1 FROM content_blobs WHERE sha256 = ? AND {self._UNREFERENCED}",  # noqa: S608
+                [sha]).fetchone()]
+            return self._delete(orphans)
 
     def clean_tmp(self, older_than_s: float = 0) -> None:
         """Remove stray temporary files (a crash mid-write) older than the given age."""

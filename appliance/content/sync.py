@@ -14,16 +14,19 @@ from urllib.parse import urljoin
 
 from appliance.config import Config
 from appliance.content import catalog, library
-from appliance.content.download import DownloadError, Limits, Paused, fetch, fetch_bytes, remove_partial
+from appliance.content.download import (
+    DownloadError,
+    Limits,
+    Paused,
+    fetch,
+    fetch_bytes,
+    limits_for,
+    remove_partial,
+)
 from appliance.content.jobs import Job, JobQueue
 from appliance.content.store import ContentStore
 
 Progress = Callable[[Job, int], None]
-
-
-def limits_for(cfg: Config) -> Limits:
-    return Limits(bandwidth_bps=cfg.content.bandwidth_kbps * 125, windows=cfg.content.windows,
-                  reserve_bytes=cfg.content.reserve_mb * 1_000_000)
 
 
 def read_catalog(source: str) -> list[catalog.Book]:
@@ -54,16 +57,22 @@ def enqueue_book(queue: JobQueue, book: catalog.Book) -> Job:
 
 def run(cfg: Config, store: ContentStore, queue: JobQueue, *, limits: Limits | None = None,
         progress: Progress | None = None) -> dict[str, int]:
-    """Run every due job until the queue is empty, the window closes or a stop is asked.
+    """Run every due archive and pack job until the queue is empty, the window closes or a stop
+    is asked (waiting first while another runner, e.g. a Moodle sync, holds the queue).
     Returns how many jobs ended done, failed, were retried later or paused."""
-    limits = limits or limits_for(cfg)
+    with queue.running():
+        return _run(cfg, store, queue, limits or limits_for(cfg), progress)
+
+
+def _run(cfg: Config, store: ContentStore, queue: JobQueue, limits: Limits,
+         progress: Progress | None) -> dict[str, int]:
     queue.recover()
     outcome = {"done": 0, "failed": 0, "retry": 0, "paused": 0}
     if store.problem() and queue.db.execute("SELECT count(*) FROM content_items").fetchone()[0]:
         return outcome  # the drive is missing: wait rather than fill the SD card
     store.initialise()
     while not limits.stop.is_set():
-        job = queue.claim()
+        job = queue.claim(kinds=("zim", "pack"))
         if job is None:
             break
         try:

@@ -30,14 +30,15 @@ from appliance.lab.parts import (
     display_command,
     write_toml,
 )
+from appliance.moodle.lab import MoodlePart
 from appliance.network.lab import NetworkPart
 from appliance.portal.lab import PortalPart
 
 # Every capability's part, in start order (a part may use facts of the parts before it); a new
 # capability adds its part here. The classroom comes last: it moves the first appliance's
 # portal and agent into its Pi namespace, changing what the parts before it configured.
-PARTS: tuple[PartFactory, ...] = (FleetPart, ConsolePart, PortalPart, ContentPart, DevicesPart,
-                                   NetworkPart)
+PARTS: tuple[PartFactory, ...] = (FleetPart, ConsolePart, PortalPart, ContentPart, MoodlePart,
+                                   DevicesPart, NetworkPart)
 
 __all__ = ["PARTS", "Lab", "LabError"]
 

@@ -1,13 +1,17 @@
-"""Where mirrored files live: a content store addressed by SHA-256, and the resumable fetch.
+"""Mirrored files in the library's content store, and the resumable fetch that puts them there.
 
-`BlobStore` is the small interface the mirror needs; `FileBlobStore` is a simple
-implementation under the mirror's own folder. The content library's store (appliance/content)
-offers the same operations, so switching is constructing that store instead (docs/moodle.md).
+The files live in `appliance.content.store.ContentStore` (SHA-256 addressed, on `[content] root`,
+which may be a drive), held under the owner `moodle` (`OWNER`): the library's garbage collection
+keeps every blob the mirror holds, and the mirror's own collection only releases blobs it held.
 
 `fetch()` downloads one Moodle file into the store: If-None-Match when the stored SHA-1 is
-known (304: nothing transferred), a partial file kept between attempts and resumed with
-Range. Moodle ignores If-Range, so a resumed file is accepted only when the SHA-1 of the
-assembled bytes equals the ETag; anything else is discarded, never stored.
+known (304: nothing transferred), a partial file in the store's tmp folder kept between attempts
+and resumed with Range. Moodle ignores If-Range, so a resumed file is accepted only when the
+SHA-1 of the assembled bytes equals the ETag; anything else is discarded, never stored. The
+transfer obeys the library's `Limits` (bandwidth cap, time windows, stop), so a Moodle sync
+shares them with the library's downloads. The library's own `download.fetch` is not used for
+the transfer itself: it sends If-Range, keeps the URL (here with the token) beside the partial
+file and knows nothing of Moodle's JSON errors or of 304.
 """
 
 from __future__ import annotations
@@ -16,14 +20,17 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol
+from typing import Literal
 
+from appliance.content.download import Bucket, Limits, check
+from appliance.content.store import ContentStore
 from appliance.moodle.client import Client, MoodleError, file_path
+
+OWNER = "moodle"
+# Names in the store's tmp folder; `.dl` keeps them from the store's clean-up of stray files.
+PARTIAL_PREFIX = "moodle-"
 
 
 class DiskFull(MoodleError):
@@ -34,80 +41,9 @@ class DiskFull(MoodleError):
                          "needed plus the reserve ([moodle] min_free_mb)", where)
 
 
-class BlobStore(Protocol):
-    """Content addressed by SHA-256 (hex). `put` is atomic: a blob is whole or absent."""
-
-    def put(self, chunks: Iterable[bytes]) -> tuple[str, int]: ...
-    def open(self, sha256: str) -> BinaryIO: ...
-    def has(self, sha256: str) -> bool: ...
-    def size(self, sha256: str) -> int: ...
-    def remove(self, sha256: str) -> None: ...
-    def all(self) -> Iterator[str]: ...
-
-
-class FileBlobStore:
-    """Blobs as files `<root>/<aa>/<sha256>`, written to a temporary file, fsynced, renamed."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.tmp = root / ".tmp"
-
-    def _path(self, sha256: str) -> Path:
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-            raise ValueError(f"not a SHA-256: {sha256!r}")
-        return self.root / sha256[:2] / sha256
-
-    def put(self, chunks: Iterable[bytes]) -> tuple[str, int]:
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        digest, size = hashlib.sha256(), 0
-        fd, name = tempfile.mkstemp(dir=self.tmp)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            sha = digest.hexdigest()
-            target = self._path(sha)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(name, target)
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
-        return sha, size
-
-    def open(self, sha256: str) -> BinaryIO:
-        return self._path(sha256).open("rb")
-
-    def has(self, sha256: str) -> bool:
-        return self._path(sha256).is_file()
-
-    def size(self, sha256: str) -> int:
-        return self._path(sha256).stat().st_size
-
-    def remove(self, sha256: str) -> None:
-        self._path(sha256).unlink(missing_ok=True)
-
-    def all(self) -> Iterator[str]:
-        if not self.root.exists():
-            return
-        for folder in self.root.iterdir():
-            if folder.is_dir() and len(folder.name) == 2:
-                for item in folder.iterdir():
-                    yield item.name
-
-
-def read_chunks(handle: BinaryIO, size: int = 64 * 1024) -> Iterator[bytes]:
-    with handle:
-        while chunk := handle.read(size):
-            yield chunk
-
-
 @dataclass(frozen=True)
 class Fetched:
-    """The outcome of `fetch`: `not_modified` (304) or `stored` (blob in the store)."""
+    """The outcome of `fetch`: `not_modified` (304) or `stored` (blob in the store, held)."""
 
     status: Literal["not_modified", "stored"]
     sha1: str = ""
@@ -117,22 +53,31 @@ class Fetched:
     resumed: bool = False
 
 
-def check_space(folder: Path, needed: int, reserve: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder).free
+def check_space(store: ContentStore, needed: int, reserve: int) -> None:
+    free = store.free_bytes()
     if free - needed < reserve:
-        raise DiskFull(str(folder), free, needed)
+        raise DiskFull(str(store.root), free, needed)
 
 
-def fetch(client: Client, store: BlobStore, partial_dir: Path, url: str, *, key: str,
-          etag: str | None = None, expected_size: int = 0, reserve: int = 0) -> Fetched:
-    """Download `url` into `store` (see the module doc). `key` names the partial file between
-    attempts (same module file, same key). Raises MoodleError (`truncated`, `checksum`,
-    `diskfull`, Moodle's codes); a truncated download of a file with an ETag stays resumable."""
-    where = file_path(url)
+def partial_paths(store: ContentStore, key: str) -> tuple[Path, Path]:
+    """The partial file and its ETag record for `key` (same module file, same key)."""
     name = hashlib.sha256(key.encode()).hexdigest()[:32]
-    part, meta_path = partial_dir / f"{name}.part", partial_dir / f"{name}.json"
-    check_space(partial_dir, expected_size, reserve)
+    return (store.tmp_dir / f"{PARTIAL_PREFIX}{name}.dl",
+            store.tmp_dir / f"{PARTIAL_PREFIX}{name}.etag.dl")
+
+
+def fetch(client: Client, store: ContentStore, url: str, *, key: str, etag: str | None = None,
+          expected_size: int = 0, reserve: int = 0, limits: Limits | None = None) -> Fetched:
+    """Download `url` into `store` (see the module doc). Raises MoodleError (`truncated`,
+    `checksum`, `diskfull`, Moodle's codes) or download.Paused (window closed, stop asked: the
+    partial file is kept); a truncated download of a file with an ETag stays resumable."""
+    limits = limits or Limits()
+    where = file_path(url)
+    store.require()
+    store.tmp_dir.mkdir(exist_ok=True)
+    part, meta_path = partial_paths(store, key)
+    check_space(store, expected_size, reserve)
+    check(limits)
     meta = _read_meta(meta_path)
     offset = part.stat().st_size if part.exists() and meta.get("etag") else 0
     if offset == 0:
@@ -149,8 +94,8 @@ def fetch(client: Client, store: BlobStore, partial_dir: Path, url: str, *, key:
             if response.body is not None:
                 response.body.close()
             _discard(part, meta_path)
-            return fetch(client, store, partial_dir, url, key=key, etag=None,
-                         expected_size=expected_size, reserve=reserve)
+            return fetch(client, store, url, key=key, etag=None, expected_size=expected_size,
+                         reserve=reserve, limits=limits)
         resumed = True
     elif response.status == 200:
         offset = 0
@@ -163,19 +108,30 @@ def fetch(client: Client, store: BlobStore, partial_dir: Path, url: str, *, key:
     if resumable:
         meta_path.write_text(json.dumps({"etag": new_etag, "path": where}))
     wire = 0
+    bucket = Bucket(limits.bandwidth_bps)
     assert response.body is not None
     try:
         with part.open("ab") as out:
-            for chunk in response.chunks():
-                out.write(chunk)
-                wire += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+            try:
+                for chunk in response.chunks():
+                    out.write(chunk)
+                    # To the OS at once: a sync killed (kill -9) keeps every byte received.
+                    out.flush()
+                    wire += len(chunk)
+                    bucket.take(len(chunk))
+                    check(limits)
+            finally:
+                out.flush()
+                os.fsync(out.fileno())
     except (OSError, ValueError, http.client.HTTPException) as exc:
         if not resumable:
             _discard(part, meta_path)
         raise MoodleError("truncated", f"the download broke off after {offset + wire} bytes "
                           f"({type(exc).__name__})", where) from None
+    except BaseException:
+        if not resumable:  # Paused: only a resumable file is worth keeping
+            _discard(part, meta_path)
+        raise
     finally:
         response.body.close()
     length = response.length
@@ -183,11 +139,14 @@ def fetch(client: Client, store: BlobStore, partial_dir: Path, url: str, *, key:
         if not resumable:
             _discard(part, meta_path)
         raise MoodleError("truncated", f"got {wire} of {length} bytes", where)
-    sha1 = _sha1(part)
+    sha1, sha256, size = _digests(part)
     if new_etag and len(new_etag) == 40 and sha1 != new_etag:
         _discard(part, meta_path)
         raise MoodleError("checksum", "the assembled file does not match its ETag (SHA-1)", where)
-    sha256, size = store.put(read_chunks(part.open("rb")))
+    # Held before the blob is listed anywhere, so the library's collection cannot take it
+    # between this download and the course's commit.
+    store.adopt(part, sha256, size)
+    store.hold(OWNER, sha256)
     _discard(part, meta_path)
     return Fetched("stored", sha1, sha256, size, wire, resumed)
 
@@ -200,12 +159,16 @@ def _range_start(value: str) -> int:
         return -1
 
 
-def _sha1(path: Path) -> str:
-    digest = hashlib.sha1()  # noqa: S324 - Moodle's content hash, compared, not trusted for security
+def _digests(path: Path) -> tuple[str, str, int]:
+    sha1 = hashlib.sha1()  # noqa: S324 - Moodle's content hash, compared, not trusted for security
+    sha256 = hashlib.sha256()
+    size = 0
     with path.open("rb") as handle:
         while chunk := handle.read(1 << 16):
-            digest.update(chunk)
-    return digest.hexdigest()
+            sha1.update(chunk)
+            sha256.update(chunk)
+            size += len(chunk)
+    return sha1.hexdigest(), sha256.hexdigest(), size
 
 
 def _read_meta(path: Path) -> dict[str, str]:

@@ -19,27 +19,32 @@ def group() -> None:
 
 @group.command("sync")
 @click.option("--course", "course", type=int, default=None, help="Sync only this course id.")
+@click.option("--now", "now", is_flag=True,
+              help="Run even outside [content] windows (the bandwidth cap still applies).")
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 @json_option
 @pass_config
-def sync(cfg: Config, out: Output, course: int | None, quiet: bool) -> None:
-    """Mirror the enrolled courses (or one): fetch only what changed; exit 1 on any error."""
-    from appliance.moodle.mirror import SyncBusy
-    from appliance.moodle.service import build_client, build_mirror, open_database
+def sync(cfg: Config, out: Output, course: int | None, now: bool, quiet: bool) -> None:
+    """Mirror the enrolled courses (or one) as a job of the library's queue, under its bandwidth
+    cap and windows: fetch only what changed; exit 1 on any error."""
+    from appliance.moodle.service import build_client, open_database, run_queued
 
     client = build_client(cfg)
     db = open_database(cfg)
-    mirror = build_mirror(cfg, db)
 
     def progress(line: str) -> None:
         if not quiet:
             click.echo(line, err=True)
 
-    try:
-        report = mirror.sync(client, only=course, allowed=cfg.moodle.courses, progress=progress)
-    except SyncBusy as exc:
-        raise click.ClickException(str(exc)) from None
-    data = {"ok": report.ok, "error": report.error, "removed": report.removed,
+    done = run_queued(cfg, db, client, course=course, windows=not now, progress=progress,
+                      waiting=lambda: progress("waiting for the library's queue (a download is running)"))
+    report = done.report
+    if report is None:
+        out.emit({"ok": True, "paused": done.paused, "job": done.job.id, "courses": []},
+                 lambda d: f"not synced now: {d['paused']} (job {d['job']} waits in the queue)")
+        return
+    data = {"ok": report.ok, "error": report.error, "removed": report.removed, "job": done.job.id,
+            "paused": None,
             "courses": [{**dataclasses.asdict(c), "changes": [dataclasses.asdict(x) for x in c.changes]}
                         for c in report.courses]}
 
@@ -51,7 +56,7 @@ def sync(cfg: Config, out: Output, course: int | None, quiet: bool) -> None:
                          f"{c.not_modified} unchanged on the server, {c.reused} reused, "
                          f"{len(c.changes)} changes")
         if report.removed:
-            lines.append(f"removed (no longer enrolled): {', '.join(map(str, report.removed))}")
+            lines.append(f"removed (no longer enrolled or hidden): {', '.join(map(str, report.removed))}")
         if report.error:
             lines.append(f"sync stopped: {report.error}")
         return "\n".join(lines) or "nothing to sync"

@@ -156,9 +156,11 @@ class Credentials:
 
 
 class Body(Protocol):
-    """A response body being read: `read(n)` until b"", then `close()`."""
+    """A response body being read: `read(n)` (or `read1(n)`: what has arrived, at most n)
+    until b"", then `close()`."""
 
     def read(self, n: int = -1) -> bytes: ...
+    def read1(self, n: int = -1) -> bytes: ...
     def close(self) -> None: ...
     def __enter__(self) -> Body: ...
     def __exit__(self, *exc: object) -> None: ...
@@ -186,9 +188,11 @@ class FileResponse:
         return int(value) if value and value.isdigit() else None
 
     def chunks(self) -> Iterator[bytes]:
+        """The body as it arrives: a chunk is what came over the wire so far (up to CHUNK), so a
+        caller that writes each one keeps every byte received when the process is killed."""
         assert self.body is not None
         while True:
-            chunk = self.body.read(CHUNK)
+            chunk = self.body.read1(CHUNK)
             if not chunk:
                 return
             yield chunk
@@ -400,6 +404,11 @@ class _Counting:
 
     def read(self, n: int = -1) -> bytes:
         data = self._response.read(n)
+        self._client.bytes_received += len(data)
+        return data
+
+    def read1(self, n: int = -1) -> bytes:
+        data = self._response.read1(n)
         self._client.bytes_received += len(data)
         return data
 

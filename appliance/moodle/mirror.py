@@ -2,11 +2,20 @@
 
 `Mirror.sync()` mirrors the courses the sync account is enrolled in: for each course it reads
 Moodle's description, asks what changed since the last sync, plans (`planner`), fetches what
-the plan says into the blob store, sanitizes every piece of HTML (`sanitize`) and then replaces
-the course's rows in one transaction. Until that commit the portal serves the old version;
-a sync killed at any point leaves it whole, and the next one resumes (partial files are kept,
-finished blobs are reused by content). One course failing records its error and the sync goes
-on with the next; a refused token or a full disk stops the whole sync.
+the plan says into the library's content store (`blobs`), sanitizes every piece of HTML
+(`sanitize`) and then replaces the course's rows in one transaction. Until that commit the
+portal serves the old version; a sync killed at any point leaves it whole, and the next one
+resumes (partial files are kept, finished blobs are reused by content). One course failing
+records its error and the sync goes on with the next; a refused token or a full disk stops the
+whole sync, and so does the end of the library's time window (`download.Paused`, raised to the
+caller: the job goes back to the queue).
+
+Each commit also replaces the course's documents in the library's search box (source
+`moodle`, item `moodle-<course id>`, paths the portal's routes): the course, its listed and
+available pages, books' chapters, labels, and the names of resources' and folders' files.
+Stealth and restricted modules are not indexed (a search would list them). A course the account
+no longer sees leaves the search at once and the mirror after the grace period; a course Moodle
+reports hidden leaves both at once.
 
 Mirror URLs (`module_url`, `file_url`, `chapter_url`) are the portal's routes; they are built
 here because the sanitizer writes them into the stored HTML.
@@ -27,8 +36,11 @@ from typing import Any
 
 import sqlite_utils
 
+from appliance.content import search
+from appliance.content.download import Limits
+from appliance.content.store import ContentStore, StoreError
 from appliance.moodle import blobs
-from appliance.moodle.blobs import BlobStore, DiskFull
+from appliance.moodle.blobs import OWNER, DiskFull
 from appliance.moodle.client import AuthError, Client, MoodleError
 from appliance.moodle.model import Course, Instances, course_from_json, course_to_json, parse_course
 from appliance.moodle.planner import (
@@ -41,7 +53,7 @@ from appliance.moodle.planner import (
     Updates,
     plan,
 )
-from appliance.moodle.sanitize import LinkMap, sanitize
+from appliance.moodle.sanitize import LinkMap, plain_text, sanitize
 from appliance.store import transaction
 
 log = logging.getLogger(__name__)
@@ -64,6 +76,16 @@ def file_url(cid: int, cmid: int, path: str) -> str:
 
 def chapter_url(cid: int, cmid: int, chapter_id: int) -> str:
     return f"{PREFIX}/course/{cid}/m/{cmid}/chapter/{chapter_id}"
+
+
+def search_item(cid: int) -> str:
+    """The course's item name in the library's search index."""
+    return f"moodle-{cid}"
+
+
+# Module types whose files are offered for download (and so found by their names).
+FILE_MODULES = ("resource", "folder")
+SEARCH_SOURCE = "moodle"
 
 
 def site_path(url: str, site_url: str) -> str:
@@ -108,12 +130,13 @@ class Mirror:
     """The mirror of one Moodle site in `db` (appliance.db) and `store`."""
 
     db: sqlite_utils.Database
-    store: BlobStore
-    work_dir: Path  # partial downloads and the lock
+    store: ContentStore  # the library's: files held under blobs.OWNER
+    work_dir: Path  # the lock
     site_url: str
     reserve: int = 0  # bytes that must stay free
     grace: float = 14 * 86400.0  # seconds a course the account lost stays mirrored
     clock: Callable[[], float] = time.time
+    limits: Limits = field(default_factory=Limits)  # the library's bandwidth cap and windows
 
     # -- reading -------------------------------------------------------------------------------
     def stored(self, cid: int) -> Stored:
@@ -141,12 +164,20 @@ class Mirror:
         report = SyncReport()
         with self._lock():
             try:
+                self.store.initialise()
+            except StoreError as exc:
+                report.error = f"the content store cannot be used: {exc}"
+                return report
+            try:
                 info = client.site_info()
                 userid = int(info["userid"])
                 enrolled = client.user_courses(userid)
             except MoodleError as exc:
                 report.error = str(exc)
                 return report
+            # A course hidden by its teacher is listed with visible = 0: not mirrored any more.
+            hidden = {int(c["id"]) for c in enrolled if not _int(c.get("visible", 1))}
+            enrolled = [c for c in enrolled if int(c["id"]) not in hidden]
             ids = [int(c["id"]) for c in enrolled]
             chosen = [c for c in enrolled
                       if (only is None or int(c["id"]) == only) and (not allowed or int(c["id"]) in allowed)]
@@ -177,7 +208,7 @@ class Mirror:
                     self._record_error(result)
                     progress(f"course {result.id}: {exc}")
             if only is None and report.error is None:
-                report.removed = self._lost_courses(set(ids))
+                report.removed = self._lost_courses(set(ids), hidden)
             self.collect_garbage()
         return report
 
@@ -188,6 +219,10 @@ class Mirror:
         contents = client.course_contents(cid)
         course = parse_course(entry, contents, instances, self.site_url)
         stored = self.stored(cid)
+        # A file whose blob is not in the store (another drive, a mirror from before the
+        # library's store) is fetched again as if new.
+        stored = Stored(stored.course, {k: v for k, v in stored.files.items() if self.store.has(v.sha256)},
+                        stored.chapters)
         since_row = self.db.execute("SELECT since FROM moodle_sync WHERE course_id = ?", [cid]).fetchone()
         since = since_row[0] if since_row and stored.course is not None else None
         updates = Updates(everything=True)
@@ -206,9 +241,9 @@ class Mirror:
         fresh_files = {(m.cmid, f.path): f for m in course.modules for f in m.files}
         for n, task in enumerate(p.fetch, 1):
             progress(f"course {cid}: file {n}/{len(p.fetch)} {task.path}")
-            got = blobs.fetch(client, self.store, self.work_dir / "partial", task.url,
-                              key=f"{cid}:{task.cmid}:{task.path}", etag=task.etag,
-                              expected_size=task.size, reserve=self.reserve)
+            got = blobs.fetch(client, self.store, task.url, key=f"{cid}:{task.cmid}:{task.path}",
+                              etag=task.etag, expected_size=task.size, reserve=self.reserve,
+                              limits=self.limits)
             key = (task.cmid, task.path)
             remote = fresh_files[key]
             if got.status == "not_modified":
@@ -248,6 +283,7 @@ class Mirror:
             "SELECT item_id, sub_id, raw FROM moodle_raw WHERE course_id = ? AND kind = 'chapter'", [cid])}
         raws = {k: (raw if raw is not None else old_raw.get(k, "")) for k, (_, raw) in chapters.items()}
         rows = self._render(course, files, {k: v for k, (v, _) in chapters.items()}, raws)
+        docs = search_documents(course, rows)
         with transaction(self.db) as conn:
             conn.execute("DELETE FROM moodle_courses WHERE id = ?", [cid])
             conn.execute("DELETE FROM moodle_raw WHERE course_id = ?", [cid])
@@ -271,6 +307,10 @@ class Mirror:
                 " since = excluded.since, error = NULL, bytes_received = excluded.bytes_received,"
                 " missing_since = NULL",
                 [cid, course.fullname, self.clock(), self.clock(), started, received])
+            for f in files.values():
+                self.store.hold(OWNER, f.sha256)
+            search.remove_documents(self.db, SEARCH_SOURCE, search_item(cid))
+            search.index_many(self.db, SEARCH_SOURCE, search_item(cid), docs)
 
     def _render(self, course: Course, files: dict[FileKey, StoredFile],
                 chapters: dict[ChapterKey, StoredChapter], raws: dict[ChapterKey, str]) -> dict[str, Any]:
@@ -326,8 +366,9 @@ class Mirror:
                 " ON CONFLICT (course_id) DO UPDATE SET last_attempt = excluded.last_attempt,"
                 " error = excluded.error", [result.id, result.name, self.clock(), result.error])
 
-    def _lost_courses(self, enrolled: set[int]) -> list[int]:
-        """Courses the account no longer sees: marked, then removed after the grace period."""
+    def _lost_courses(self, enrolled: set[int], hidden: set[int]) -> list[int]:
+        """Courses the account no longer sees: out of the search at once, marked, then removed
+        after the grace period; courses Moodle reports hidden are removed at once."""
         now = self.clock()
         removed = []
         for cid, missing in self.db.execute(
@@ -336,27 +377,25 @@ class Mirror:
             if cid in enrolled:
                 continue
             with transaction(self.db) as conn:
-                if missing is None:
-                    conn.execute("INSERT INTO moodle_sync (course_id, missing_since) VALUES (?, ?)"
-                                 " ON CONFLICT (course_id) DO UPDATE"
-                                 " SET missing_since = excluded.missing_since",
-                                 [cid, now])
-                elif now - missing >= self.grace:
+                search.remove_documents(self.db, SEARCH_SOURCE, search_item(cid))
+                if cid in hidden or (missing is not None and now - missing >= self.grace):
                     conn.execute("DELETE FROM moodle_courses WHERE id = ?", [cid])
                     conn.execute("DELETE FROM moodle_raw WHERE course_id = ?", [cid])
                     conn.execute("DELETE FROM moodle_sync WHERE course_id = ?", [cid])
                     removed.append(cid)
+                elif missing is None:
+                    conn.execute("INSERT INTO moodle_sync (course_id, missing_since) VALUES (?, ?)"
+                                 " ON CONFLICT (course_id) DO UPDATE"
+                                 " SET missing_since = excluded.missing_since",
+                                 [cid, now])
         return removed
 
     def collect_garbage(self) -> int:
-        """Remove blobs no mirrored file refers to; returns how many."""
+        """Release the blobs no mirrored file refers to any more; returns how many left the
+        store. Only blobs the mirror held are released, and one the library (or another
+        owner) still refers to stays: a library file is never deleted here."""
         used = {r[0] for r in self.db.execute("SELECT sha256 FROM moodle_files")}
-        gone = 0
-        for sha in list(self.store.all()):
-            if sha not in used:
-                self.store.remove(sha)
-                gone += 1
-        return gone
+        return self.store.release(OWNER, keep=used)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
@@ -378,3 +417,35 @@ def status(db: sqlite_utils.Database) -> list[dict[str, Any]]:
         " ORDER BY s.course_id").fetchall()
     return [{"course": r[0], "name": r[1], "last_sync": r[2], "last_attempt": r[3], "size": r[4],
              "error": r[5], "missing_since": r[6], "mirrored": bool(r[7])} for r in rows]
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 1
+
+
+def search_documents(course: Course, rows: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(path, title, text) for the search index from a course's rendered rows; the course's own
+    page first (its title names the item in the results)."""
+    cid = course.id
+    sections = " ".join(f"{name} {plain_text(summary)}" for _, _, _, name, summary, _ in rows["sections"])
+    docs = [(course_url(cid), course.fullname, f"{plain_text(rows['summary'])} {sections}")]
+    shown: dict[int, tuple[str, str]] = {}
+    for (cmid, _c, _s, _p, modname, name, listed, available, _a, description, content, _e,
+         _m) in rows["modules"]:
+        if not (listed and available) or modname not in MOD_GETTERS:
+            continue
+        shown[cmid] = (modname, name)
+        if modname == "label":
+            docs.append((f"{course_url(cid)}#m-{cmid}", name, plain_text(description)))
+        else:
+            docs.append((module_url(cid, cmid), name, f"{plain_text(description)} {plain_text(content)}"))
+    for cmid, chid, _pos, _level, title, html_text, _tm, _sha in rows["chapters"]:
+        if cmid in shown:
+            docs.append((chapter_url(cid, cmid, chid), title, f"{shown[cmid][1]} {plain_text(html_text)}"))
+    for cmid, path, *_ in rows["files"]:
+        if cmid in shown and shown[cmid][0] in FILE_MODULES:
+            docs.append((file_url(cid, cmid, path), path.rsplit("/", 1)[-1], shown[cmid][1]))
+    return docs

@@ -1,9 +1,9 @@
 """The mirror on the student portal, under `/moodle`: courses, sections, modules, files.
 
 Read-only and without JavaScript. Every piece of Moodle HTML was sanitized at sync time
-(`sanitize`); everything else is escaped by the templates. Files are served from the blob
-store with the file's own name (`filename*`, so Cyrillic names show right) and only types that
-cannot run script in the portal's origin are shown inline; the rest are downloads.
+(`sanitize`); everything else is escaped by the templates. Files are served from the library's
+content store with the file's own name (`filename*`, so Cyrillic names show right) and only
+types that cannot run script in the portal's origin are shown inline; the rest are downloads.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from flask import Blueprint, abort, current_app, g, redirect, render_template, s
 
 from appliance import i18n
 from appliance.config import Config
+from appliance.content.store import ContentStore
 from appliance.moodle import mirror
-from appliance.moodle.blobs import FileBlobStore
 from appliance.store import open_db
 
 bp = Blueprint("moodle", __name__, url_prefix=mirror.PREFIX)
@@ -146,12 +146,13 @@ def file(cid: int, cmid: int, path: str) -> Any:
     row = _one("SELECT f.sha256, f.mimetype, f.path FROM moodle_files f JOIN moodle_modules m"
                " ON m.id = f.module_id WHERE m.course_id = ? AND f.module_id = ? AND f.path = ?"
                " AND m.available = 1", [cid, cmid, "/" + path])
-    store = FileBlobStore(_config().appliance.state_dir / "moodle" / "blobs")
-    if not store.has(row["sha256"]):
+    # Only the path is needed: the portal's connection to the database is read-only.
+    blob = ContentStore(_config().content.root, _db()).path(row["sha256"])
+    if not blob.is_file():
         abort(404)
     inline = row["mimetype"] in INLINE_TYPES
     response = send_file(
-        store.open(row["sha256"]), mimetype=row["mimetype"] if inline else "application/octet-stream",
+        blob.open("rb"), mimetype=row["mimetype"] if inline else "application/octet-stream",
         as_attachment=not inline, download_name=row["path"].rsplit("/", 1)[-1],
         etag=row["sha256"], conditional=True, max_age=3600)
     response.headers["X-Content-Type-Options"] = "nosniff"

@@ -4,11 +4,13 @@ It serves a recording directory (`state1/`, `state2/` of `data/moodle`, format i
 web-service calls and logins are matched by (path, sorted parameters) with the token
 normalised; files by their percent-decoded path, from the recorded full body, with 304 for a
 matching If-None-Match or If-Modified-Since and 206 for any `Range` when Moodle recorded
-`Accept-Ranges: bytes` (If-Range is ignored, as Moodle does). Unmatched requests get 599.
+`Accept-Ranges: bytes` (If-Range is ignored, as Moodle does). A `*_by_courses` call for fewer
+courses than recorded gets the recorded answer cut down to them. Unmatched requests get 599.
 
 For tests it can switch state (`load()`), make the current token invalid (`invalidate_token()`),
-cut a file's body after some bytes (`cut`), answer slowly (`delay`), and it counts the body
-bytes it sent per path (`sent`), so a test asserts bytes on the wire, not requests.
+cut a file's body after some bytes (`cut`) or hold it there (`stall`), answer slowly
+(`delay`), and it counts the body bytes it sent per path (`sent`), so a test asserts bytes on
+the wire, not requests.
 """
 
 from __future__ import annotations
@@ -74,6 +76,27 @@ class Recording:
             self.calls.setdefault((path, tuple(sorted(params.items()))), rec)
 
 
+    def subset(self, path: str, params: dict[str, str]) -> Recorded | None:
+        """A `mod_*_get_*_by_courses` call for fewer courses than any recorded one (a course
+        left the account's list): the recorded answer for more courses, cut down to these."""
+        wanted = {v for k, v in params.items() if k.startswith("courseids[")}
+        rest = {k: v for k, v in params.items() if not k.startswith("courseids[")}
+        if not wanted or not params.get("wsfunction", "").endswith("_by_courses"):
+            return None
+        for (p, recorded), rec in self.calls.items():
+            ids = {v for k, v in recorded if k.startswith("courseids[")}
+            others = {k: v for k, v in recorded if not k.startswith("courseids[")}
+            if p != path or not wanted <= ids or others != rest:
+                continue
+            answer = json.loads(rec.body or b"{}")
+            for key, value in answer.items():
+                if isinstance(value, list):
+                    answer[key] = [x for x in value
+                                   if not isinstance(x, dict) or str(x.get("course")) in wanted]
+            return Recorded(rec.status, rec.headers, json.dumps(answer, ensure_ascii=False).encode(), True)
+        return None
+
+
 class ReplayMoodle:
     """The server. `url` is its base URL once started; use as a context manager."""
 
@@ -82,6 +105,11 @@ class ReplayMoodle:
         self.token = RECORDED_TOKEN
         self.delay = 0.0
         self.cut: dict[str, int] = {}  # decoded path -> bytes to send before closing
+        # decoded path -> bytes to send, then wait (until `unstall`, at most 60 s) and close;
+        # `stalled` is set once they are sent (a test kills the client then)
+        self.stall: dict[str, int] = {}
+        self.stalled = threading.Event()
+        self.unstall = threading.Event()
         self.sent: Counter[str] = Counter()  # decoded path -> body bytes sent
         self.log: list[tuple[str, int]] = []  # (decoded path or function, status)
         self.seen_tokens: list[str] = []  # every token a request carried (tests check leaks)
@@ -111,6 +139,7 @@ class ReplayMoodle:
         return self
 
     def stop(self) -> None:
+        self.unstall.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -164,7 +193,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(recording.errors["error:invalid_token"], path, params.get("wsfunction", ""))
                 return
             params["wstoken"] = RECORDED_TOKEN
-        rec = recording.calls.get((path, tuple(sorted(params.items()))))
+        rec = recording.calls.get((path, tuple(sorted(params.items())))) or recording.subset(path, params)
         if rec is None:
             self._unmatched(path)
             return
@@ -233,6 +262,15 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None or self.command == "HEAD":
             return
         limit = replay.cut.get(path)
+        held = replay.stall.get(path)
+        if held is not None and held < len(body):
+            self.wfile.write(body[:held])
+            self.wfile.flush()
+            replay.sent[path] += held
+            replay.stalled.set()
+            replay.unstall.wait(60)
+            self.close_connection = True
+            return
         if limit is not None and limit < len(body):
             self.wfile.write(body[:limit])
             self.wfile.flush()

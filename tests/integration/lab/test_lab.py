@@ -24,9 +24,13 @@ pytestmark = pytest.mark.integration
 def free_base_port():
     for _ in range(50):
         base = random.randrange(20000, 60000, 100)
-        if not any(port_open("127.0.0.1", p) for p in (base, base + 1, base + 11, base + 12)):
+        if not any(port_open("127.0.0.1", p) for p in (base, base + 1, base + 11, base + 12, base + 90)):
             return base
     raise RuntimeError("no free port range")
+
+
+def page(port, path):
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}{path}").read().decode()
 
 
 def sign_in(base, password):
@@ -59,10 +63,16 @@ def test_lab_runs_a_fleet_and_stops_cleanly(tmp_path):
         password = re.search(r"password: (\S+)", banner).group(1)
         assert (tmp_path / "lab" / "secrets" / "console-admin-password").stat().st_mode & 0o077 == 0
 
-        # Both portals show their landing page.
+        # Both portals show their landing page, and the school's (replayed) Moodle mirrored.
+        assert f"http://127.0.0.1:{base_port + 90}/" in banner
         for n in (1, 2):
-            body = urllib.request.urlopen(f"http://127.0.0.1:{base_port + 10 + n}/").read().decode()
-            assert f"Lab school {n}" in body
+            port = base_port + 10 + n
+            assert f"Lab school {n}" in page(port, "/")
+            assert f"http://127.0.0.1:{port}/moodle/" in banner
+            courses = page(port, "/moodle/")
+            assert "Biology 7" in courses and "История 5" in courses
+            found = page(port, "/search?q=" + urllib.parse.quote("хлоропласт"))
+            assert 'href="/moodle/course/2/m/7/chapter/2"' in found  # one search box for both
 
         opener = sign_in(console, password)
 
@@ -102,6 +112,7 @@ def test_lab_runs_a_fleet_and_stops_cleanly(tmp_path):
     assert "lab: stopped" in out
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
     assert not port_open("127.0.0.1", base_port)
+    assert not port_open("127.0.0.1", base_port + 90)  # the replayed Moodle stopped with the lab
 
 
 def test_lab_with_a_classroom_puts_a_phone_behind_the_portal_and_cleans_up(tmp_path):

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import json
 import logging
+import signal
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
 from appliance.config import from_dict
-from appliance.moodle.blobs import FileBlobStore
+from appliance.moodle.blobs import OWNER
 from appliance.moodle.client import Client, Credentials, MoodleError
 from appliance.moodle.mirror import Mirror
 from appliance.moodle.replay import ReplayMoodle
@@ -33,6 +41,7 @@ def cfg(tmp_path, replay):
     return from_dict(
         {
             "appliance": {"id": "t", "state_dir": str(tmp_path / "state")},
+            "content": {"root": str(tmp_path / "library")},
             "moodle": {
                 "url": replay.url,
                 "username": "syncbot",
@@ -48,7 +57,9 @@ class Rig:
         self.cfg, self.replay, self.now = cfg, replay, T1
         self.db = open_database(cfg)
         root = cfg.appliance.state_dir / "moodle"
-        self.store = FileBlobStore(root / "blobs")
+        from appliance.moodle.service import content_store  # the library's store, as the CLI builds it
+
+        self.store = content_store(cfg, self.db)
         self.mirror = Mirror(self.db, self.store, root / "work", replay.url, clock=lambda: self.now)
         self.client = self.new_client()
 
@@ -82,8 +93,9 @@ class Rig:
             cols = [r[1] for r in self.db.execute(f"PRAGMA table_info({table})") if r[1] != "model"]
             for row in self.db.execute(f"SELECT {', '.join(cols)} FROM {table}"):
                 served_tables += repr(row).encode()
-        blobs = b"".join(self.store.open(s).read() for s in self.store.all())
-        return served_tables + blobs
+        blobs = b"".join(self.store.path(s).read_bytes() for s in self.store.held(OWNER))
+        partial = b"".join(p.read_bytes() for p in self.store.tmp_dir.iterdir())
+        return served_tables + blobs + partial
 
 
 @pytest.fixture
@@ -160,8 +172,8 @@ def test_state2_transfers_only_what_changed_and_mirrors_what_updates_do_not_repo
     ]
     # the replaced PDF's and the deleted image's blobs are collected
     assert (
-        len(set(rig.store.all()))
-        == rig.db.execute("SELECT count(DISTINCT sha256) FROM moodle_files").fetchone()[0]
+        rig.store.held(OWNER)
+        == {r[0] for r in rig.db.execute("SELECT sha256 FROM moodle_files")}
     )
     rig.replay.sent.clear()
     assert rig.sync().ok  # nothing changed since: no file is transferred (the recording has no later state)
@@ -293,3 +305,193 @@ def test_the_killed_commit_leaves_the_old_course(rig, monkeypatch):
     with pytest.raises(sqlite3.IntegrityError):
         rig.sync()
     assert 5 in modules(rig.db, 2) and 25 not in modules(rig.db, 2)
+
+
+def test_files_live_in_the_library_store_and_neither_collection_takes_the_others(rig, tmp_path):
+    from appliance.content import library
+
+    assert rig.sync().ok
+    pdf = rig.db.execute("SELECT sha256 FROM moodle_files WHERE module_id = 4").fetchone()[0]
+    png = rig.db.execute(
+        "SELECT sha256 FROM moodle_files WHERE module_id = 3 AND path = '/cell.png'").fetchone()[0]
+    assert rig.store.path(pdf).is_file() and rig.store.has(pdf)  # in the library's store, indexed
+    # A library pack that shares the worksheet and the cell picture with the mirror, plus its own file.
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    (pack / "worksheet.pdf").write_bytes(rig.store.path(pdf).read_bytes())
+    (pack / "cell.png").write_bytes(rig.store.path(png).read_bytes())
+    (pack / "index.html").write_text("<title>Cells</title><p>About cells</p>")
+    library.add_pack(rig.store, pack, name="cells")  # runs the library's collection
+    held = rig.store.held(OWNER)
+    assert held == {r[0] for r in rig.db.execute("SELECT sha256 FROM moodle_files")}
+    assert all(rig.store.path(s).is_file() for s in held)  # the library kept every Moodle file
+    # State 2 replaces the worksheet: the mirror releases it, the pack still has it.
+    rig.replay.load(DATA / "state2")
+    rig.now = T2
+    assert rig.sync().ok
+    assert pdf not in rig.store.held(OWNER) and rig.store.path(pdf).is_file()
+    own = {s for (s,) in rig.db.execute("SELECT sha256 FROM content_files WHERE item = 'cells'")}
+    # the mirror's collection took nothing of the library's
+    assert all(rig.store.path(s).is_file() for s in own)
+    # Removing the pack deletes what only it used, never what the mirror holds.
+    library.remove(rig.store, "cells")
+    assert not rig.store.path(pdf).exists()
+    assert png in rig.store.held(OWNER) and rig.store.path(png).is_file()
+    served = create_app(rig.cfg).test_client().get("/moodle/course/2/m/3/file/cell.png")
+    assert served.status_code == 200 and served.data == rig.store.path(png).read_bytes()
+
+
+def test_the_library_search_finds_mirrored_pages_chapters_labels_and_files(rig, cfg):
+    from appliance.content import search
+
+    assert rig.sync().ok
+
+    def paths(query):
+        return {h.path for h in search.search(rig.db, query, limit=50) if h.source == "moodle"}
+
+    assert "/moodle/course/2/m/7/chapter/2" in paths("хлоропласт")  # a book chapter
+    assert "/moodle/course/2/m/8/file/%D0%9F%D1%80%D0%B0%D0%B2%D0%B8%D0%BB%D0%B0%20%D0%A2%D0%91.pdf" in paths(
+        "Правила")  # a folder's file by its name
+    assert "/moodle/course/3/m/16" in paths("пирамиды")  # a page
+    assert "/moodle/course/2" in paths("Экосистемы")  # the course by its section's name
+    assert "/moodle/course/3#m-15" in paths("консультации")  # a label, on its course page
+    everything = {p for (p,) in rig.db.execute("SELECT path FROM content_docs WHERE source = 'moodle'")}
+    for never in ("/m/10", "/m/11", "/m/12", "/m/14"):  # hidden, restricted, stealth, hidden section
+        assert not any(p.endswith(never) for p in everything), never
+    page = create_app(cfg).test_client().get("/search?q=хлоропласт").data.decode()
+    assert 'href="/moodle/course/2/m/7/chapter/2"' in page and "Biology 7" in page
+
+    # A course Moodle reports hidden leaves the mirror and the search at once.
+    calls = rig.replay.recording.calls
+    key = next(k for k in calls if ("wsfunction", "core_enrol_get_users_courses") in k[1])
+    rec = rig.replay.recording.calls[key]
+    courses = json.loads(rec.body)
+    for c in courses:
+        if c["id"] == 3:
+            c["visible"] = 0
+    rig.replay.recording.calls[key] = dataclasses.replace(rec, body=json.dumps(courses).encode())
+    report = rig.sync()
+    assert report.ok and report.removed == [3]
+    assert not any(p.startswith("/moodle/course/3") for p in paths("пирамиды Египет Рим"))
+    assert rig.db.execute("SELECT count(*) FROM moodle_courses WHERE id = 3").fetchone()[0] == 0
+    # One the account lost leaves the search at once, the mirror after the grace period.
+    del courses[[c["id"] for c in courses].index(2)]
+    rig.replay.recording.calls[key] = dataclasses.replace(rec, body=json.dumps(courses).encode())
+    assert rig.sync().ok
+    assert paths("хлоропласт") == set()
+    assert rig.db.execute("SELECT count(*) FROM moodle_courses WHERE id = 2").fetchone()[0] == 1
+
+
+def queued_cfg(cfg, **content):
+    return from_dict({"appliance": {"id": "t", "state_dir": str(cfg.appliance.state_dir)},
+                      "content": {"root": str(cfg.content.root), **content},
+                      "moodle": {"url": cfg.moodle.url, "username": "syncbot",
+                                 "password_file": str(cfg.moodle.password_file), "min_free_mb": 0}})
+
+
+def test_a_sync_is_a_job_of_the_library_queue_and_waits_outside_its_windows(rig, cfg):
+    from appliance.content.jobs import JobQueue
+    from appliance.moodle.service import run_queued
+
+    now = datetime.datetime.now()
+    later = [(now + datetime.timedelta(hours=h)).strftime("%H:%M") for h in (2, 3)]
+    closed = queued_cfg(cfg, windows=[f"{later[0]}-{later[1]}"])
+    waited = run_queued(closed, rig.db, rig.client)
+    assert waited.report is None and "outside the sync window" in waited.paused
+    assert waited.job.kind == "moodle" and waited.job.state == "queued"
+    assert rig.files_sent() == {} and rig.db.execute("SELECT count(*) FROM moodle_courses").fetchone()[0] == 0
+    # Asked for now, it runs (same job), ends done and leaves one finished job in the queue.
+    ran = run_queued(closed, rig.db, rig.client, windows=False)
+    assert ran.report is not None and ran.report.ok and ran.job.id == waited.job.id
+    assert ran.job.state == "done" and ran.job.done_bytes == sum(c.wire for c in ran.report.courses) > 0
+    again = run_queued(queued_cfg(cfg), rig.db, rig.client)
+    assert again.report.ok and again.job.id != ran.job.id
+    assert [(j.name, j.state) for j in JobQueue(rig.db).list()] == [("moodle", "done")]
+
+
+def test_a_sync_waits_for_the_library_queue_and_obeys_its_bandwidth_cap(rig, cfg):
+    from appliance.content.jobs import JobQueue
+    from appliance.moodle.service import run_queued
+
+    assert rig.sync().ok
+    rig.replay.sent.clear()
+    rig.replay.load(DATA / "state2")
+    rig.now = T2
+    holding, release = threading.Event(), threading.Event()
+
+    def library_download():
+        with JobQueue(rig.db).running():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=library_download)
+    holder.start()
+    assert holding.wait(5)
+    waits = []
+    capped = queued_cfg(cfg, bandwidth_kbps=8)  # 1,000 bytes a second
+
+    def waiting():
+        waits.append(time.monotonic())
+        release.set()
+
+    started = time.monotonic()
+    done = run_queued(capped, rig.db, rig.client, waiting=waiting)
+    elapsed = time.monotonic() - started
+    holder.join()
+    assert len(waits) == 1 and done.report.ok
+    # 774 + 1,567 file bytes at 1,000 bytes a second (the generated chapter is no file download)
+    assert sum(rig.files_sent().values()) == 774 + 1567 + 218
+    assert elapsed >= 2.2, elapsed
+
+
+def test_a_sync_killed_during_a_transfer_keeps_the_old_course_served_and_resumes(rig, cfg, tmp_path):
+    from appliance.content.jobs import JobQueue
+    from appliance.moodle.blobs import partial_paths
+    from appliance.moodle.service import run_queued
+
+    assert rig.sync().ok
+    old_sha = rig.db.execute("SELECT sha256 FROM moodle_files WHERE module_id = 4").fetchone()[0]
+    old_pdf = rig.store.path(old_sha)
+    rig.replay.load(DATA / "state2")
+    path = "/webservice/pluginfile.php/21/mod_resource/content/1/worksheet_cell_v2.pdf"
+    rig.replay.stall[path] = 300
+    config = tmp_path / "appliance.toml"
+    config.write_text(
+        f'[appliance]\nid = "t"\nstate_dir = "{cfg.appliance.state_dir}"\n'
+        f'[content]\nroot = "{cfg.content.root}"\n'
+        f'[moodle]\nurl = "{rig.replay.url}"\nusername = "syncbot"\n'
+        f'password_file = "{cfg.moodle.password_file}"\nmin_free_mb = 0\n')
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config), "moodle", "sync",
+                             "--now", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert rig.replay.stalled.wait(30), "the sync never reached the PDF"
+        part, _ = partial_paths(rig.store, "2:4:/worksheet_cell_v2.pdf")
+        deadline = time.monotonic() + 10
+        while not (part.exists() and part.stat().st_size == 300) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # mid-transfer: 300 of 774 bytes on disk
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert part.stat().st_size == 300
+    # The old course is whole and served.
+    assert rig.db.execute("SELECT path FROM moodle_files WHERE module_id = 4").fetchall() == [
+        ("/worksheet_cell.pdf",)
+    ]
+    served = create_app(rig.cfg).test_client().get("/moodle/course/2/m/4/file/worksheet_cell.pdf")
+    assert served.status_code == 200 and served.data == old_pdf.read_bytes()
+    assert [j.state for j in JobQueue(rig.db).list()] == ["running"]  # what the kill left
+    # The next sync takes the job up again and fetches only the rest of the file.
+    rig.replay.unstall.set()
+    del rig.replay.stall[path]
+    rig.replay.sent.clear()
+    done = run_queued(queued_cfg(cfg), rig.db, rig.client, windows=False)
+    assert done.report.ok and done.job.state == "done"
+    assert rig.replay.sent[path] == 774 - 300
+    assert next(c for c in done.report.courses if c.id == 2).resumed == 1
+    assert rig.db.execute("SELECT path FROM moodle_files WHERE module_id = 4").fetchall() == [
+        ("/worksheet_cell_v2.pdf",)
+    ]
+    assert not part.exists()

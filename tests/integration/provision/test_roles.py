@@ -259,6 +259,10 @@ def test_edge_moodle(edge, secrets):
         f"{secrets.values['vault_moodle_password']}\n"
     )
     assert not (tree / "etc/appliance/secrets/moodle-token").exists()
+    # The mirror's files are in the library's store, which may be a drive.
+    assert f"ReadWritePaths=-{CONTENT_ROOT}" in (
+        tree / "etc/systemd/system/appliance-moodle-sync.service.d/classroom-edge.conf"
+    ).read_text().splitlines()
     schedule = (tree / "etc/systemd/system/appliance-moodle-sync.timer.d/classroom-edge.conf").read_text()
     assert schedule.splitlines()[-2:] == ["OnCalendar=", "OnCalendar=*-*-* 03:00"]
     # The secret never reaches Ansible's output.

@@ -94,3 +94,24 @@ def test_usage_is_batched_per_item_and_day_and_small_counts_hidden(store):
     counter.count("wiki")
     assert views(store.db, now=now[0]) == {"wiki": 4}
     assert shown(4) == "< 5" and shown(5) == "5"
+
+
+def test_an_owner_releases_only_what_it_held_and_collection_keeps_what_is_held(store):
+    store.initialise()
+    mine = store.put_chunks([b"moodle picture"]).sha256
+    shared = store.put_chunks([b"shared worksheet"]).sha256
+    stray = store.put_chunks([b"nobody's"]).sha256
+    store.hold("moodle", mine)
+    store.hold("moodle", shared)
+    store.hold("other", shared)
+    assert store.held("moodle") == {mine, shared}
+    # The owner lets go of everything: its own blob goes, the one another owner holds stays,
+    # and a blob it never held is not touched even though nothing refers to it.
+    assert store.release("moodle", keep=set()) == 1
+    assert not store.path(mine).exists() and not store.has(mine)
+    assert store.path(shared).is_file() and store.path(stray).is_file()
+    assert store.held("moodle") == set()
+    # The library's collection: the held blob survives, the unreferenced one goes.
+    assert store.collect_garbage() == 1
+    assert store.path(shared).is_file() and not store.path(stray).exists()
+    assert store.release("other", keep={shared}) == 0 and store.path(shared).is_file()
