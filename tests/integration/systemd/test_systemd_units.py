@@ -48,12 +48,12 @@ ADDRESS_FAMILIES = {"network-helper": "AF_INET AF_INET6 AF_UNIX AF_NETLINK",
 # DHCP/RA sockets and driving the radio need several capabilities and dnsmasq drops to the
 # `appliance` user itself; the documented exception is that they have no User= and a bounding
 # set of network capabilities, with every other protection closed. Measured on systemd 252:
-# dnsmasq 2.7, hostapd 2.3 (2.9 and 2.8 before PrivateMounts=, the device list and the system
-# call sets they never use).
+# dnsmasq 2.7, hostapd 2.2 (2.9 and 2.8 before PrivateMounts=, the device list, hostapd's IP
+# deny list and the system call sets they never use).
 DAEMONS = {"dnsmasq": "/usr/sbin/dnsmasq --keep-in-foreground "
                       "--conf-file=/var/lib/appliance/network/dnsmasq.conf",
            "hostapd": "/usr/sbin/hostapd /var/lib/appliance/network/hostapd.conf"}
-MAX_EXPOSURE_DAEMON = {"dnsmasq": 2.7, "hostapd": 2.3}
+MAX_EXPOSURE_DAEMON = {"dnsmasq": 2.7, "hostapd": 2.2}
 DAEMON_CAPABILITIES = {"CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETUID",
                        "CAP_SETGID", "CAP_CHOWN", "CAP_DAC_OVERRIDE"}
 # Not a service: a oneshot run once on a Pi flashed from an image, as root (it writes /etc).
