@@ -2,7 +2,9 @@
 
 It takes the DHCP hook's spool every `[devices] poll_interval` (committing each file's events
 before deleting it), runs mDNS on the classroom interface (`mdns.Mdns`), and deletes devices
-unseen for `retention_days` at start and every hour. The OUI table (aiooui, bundled with the
+unseen for `retention_days` at start and every hour, and every `SHARE_EVERY` seconds asks the
+network helper to open (and close) the firewall from `share_to` devices to shared services
+(`sharing`; with `[devices] open_firewall`). The OUI table (aiooui, bundled with the
 package, memory-mapped) is loaded once; nothing is downloaded.
 """
 
@@ -18,14 +20,18 @@ import aiooui
 import sqlite_utils
 
 from appliance.config import Config
-from appliance.devices import inventory, schema
+from appliance.devices import inventory, schema, sharing
 from appliance.devices.events import parse_line
 from appliance.devices.inventory import ServiceRecord
 from appliance.devices.spool import Spool
+from appliance.network.client import call
 from appliance.store import migrate, transaction
 
 log = logging.getLogger(__name__)
 EXPIRE_EVERY = 3600.0
+# How often the helper's openings are made to match the inventory (a staff laptop reaches a
+# newly announced display within this).
+SHARE_EVERY = 5.0
 
 
 def vendor_of(mac: str) -> str | None:
@@ -55,6 +61,16 @@ class DevicesService:
         self.events = 0
         self.bad_lines = 0
         self.unmatched_services = 0
+        self.openings = sharing.Openings(self._helper)
+
+    def _helper(self, verb: str, args: dict[str, str]) -> object:
+        return call(self.config.network.helper.socket, verb, args)
+
+    def sync_openings(self, now: float | None = None) -> None:
+        """Open the firewall from share_to devices to shared services, close what is stale."""
+        want = sharing.wanted(self.db, self.section.share_to, self.section.share_types,
+                              time.time() if now is None else now)
+        self.openings.sync(want)
 
     # -- DHCP ----------------------------------------------------------------------------------
     def drain_spool(self, now: float | None = None) -> int:
@@ -117,9 +133,13 @@ class DevicesService:
                         self.section.share_types, self.on_service, self.on_removed,
                         self.may_see_shared)
             await mdns.start()
-        last_expiry = 0.0
+        last_expiry = last_share = 0.0
         try:
             while not stop.is_set():
+                if self.section.open_firewall and time.monotonic() - last_share > SHARE_EVERY:
+                    # The helper's socket calls block: off the loop that answers mDNS.
+                    await asyncio.to_thread(self.sync_openings)
+                    last_share = time.monotonic()
                 if time.monotonic() - last_expiry > EXPIRE_EVERY:
                     gone = inventory.expire(self.db, self.section.retention_days)
                     if gone:
