@@ -160,3 +160,42 @@ def test_bad_arguments_are_refused_and_reach_nothing(classroom: Room, display: s
     with pytest.raises(ClassroomError, match=message):
         classroom.network.helper_call("open-service", **full)
     assert not reach(staff, display)
+
+
+def test_the_device_inventory_opens_and_closes_it_by_itself(classroom: Room, display: str) -> None:
+    """`appliance devices serve` on the Pi: once the display announces AirPlay and the laptop is
+    put in the staff group, the service asks the helper; a group change closes it again."""
+    disp, staff, student = classroom.phones
+    net, room = classroom.network, classroom.room
+    workdir = net.directory
+    room.start_process(room.pi, sys.executable, "-m", "appliance", "--config", str(net.config),
+                       "devices", "serve", log=workdir / "devices.log")
+    ready = workdir / "display.ready"
+    room.start_process(disp.ns, sys.executable, "-m", "appliance.harness.mdnsdevice", "announce",
+                       "--address", display, "--type", "_airplay._tcp", "--name",
+                       "Room 101 Display", "--host", "display", "--port", "7000", "--txt",
+                       "model=AppleTV6,2", "--ready", str(ready), log=workdir / "display.log")
+
+    def until(check, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                listed = net.appliance("devices", "list", "--all", "--json", check=False)
+                raise AssertionError(f"{what} within {timeout} s; service log:\n"
+                                     f"{(workdir / 'devices.log').read_text()[-2000:]}\n"
+                                     f"inventory: {listed.stdout[-2000:]} {listed.stderr[-500:]}")
+            time.sleep(0.5)
+
+    def display_known() -> bool:
+        out = net.appliance("devices", "list", "--all", "--json", check=False).stdout
+        return '"AppleTV6,2"' in out and staff.mac in out
+
+    until(display_known, "the display and the laptop in the inventory")
+    assert not reach(staff, display)
+    net.appliance("devices", "group", staff.mac, "staff")
+    until(lambda: reach(staff, display), "the staff laptop reaches the display")
+    assert reach(staff, display, "udp", 6005)  # AirPlay's RAOP range 6000-7011
+    assert not reach(staff, display, "tcp", 7001)
+    assert not reach(student, display)
+    net.appliance("devices", "group", staff.mac, "")
+    until(lambda: not reach(staff, display), "the opening closed after the group change")

@@ -79,3 +79,33 @@ def test_openings_renew_change_and_close():
     assert o.opened == {}  # a refused opening is not remembered: retried at the next sync
     o.sync({pair: "tcp:7000"}, now=401)
     assert len(calls) == 6
+
+
+def test_a_service_heard_before_its_lease_is_kept_until_the_lease_names_it(tmp_path):
+    """At start the service hears running displays within ms; the spool's first file is read a
+    second later. The record waits, and lands once the DHCP event names its address."""
+    import time
+
+    from appliance import config
+    from appliance.devices.service import DevicesService
+
+    cfg = config.from_dict({"appliance": {"id": "u", "state_dir": str(tmp_path / "state")},
+                            "devices": {"spool_dir": str(tmp_path / "spool")}})
+    db = open_db(tmp_path / "appliance.db")
+    migrate(db, schema.COMPONENT, schema.MIGRATIONS)
+    svc = DevicesService(cfg, db)
+    record = ServiceRecord("_airplay._tcp.local.", "Room 101._airplay._tcp.local.", "atv.local.",
+                           7000, "203.0.113.77", {"model": "AppleTV6,2"})
+    svc.on_service(record)
+    assert svc.pending and inventory.devices(db) == []
+    (tmp_path / "spool").mkdir()
+    now = int(time.time())
+    (tmp_path / "spool" / "events").write_text(
+        f"ce1\tts={now}\taction=add\tmac=f0:18:98:00:00:10\tip=203.0.113.77\t"
+        f"lease_expires={now + 600}\n")
+    svc.spool.take()
+    assert svc.drain_spool(now=time.time() + 5) == 1
+    (found,) = inventory.devices(db)
+    assert (found["mac"], found["kind"], found["model"]) == ("f0:18:98:00:00:10", "display",
+                                                            "AppleTV6,2")
+    assert svc.pending == {}
