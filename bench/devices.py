@@ -8,12 +8,14 @@ times each DISCOVER -> ACK. Packets are built by `appliance.harness.dhcpclient` 
 scapy would send; replies are broadcast, since the namespace's interface has none of those
 MACs). The pool is a /21 and `dhcp-lease-max` is raised past N.
 
-Two runs with fresh lease files and MAC ranges:
+Three runs with fresh lease files and MAC ranges:
 
 1. peer: dnsmasq without a `dhcp-script`;
-2. us: dnsmasq with our hook (as nobody, into a spool) and the inventory service running.
+2. dnsmasq with our hook (as nobody, into a spool) and no service: the hook's own cost;
+3. us: dnsmasq with our hook and the inventory service running.
 
-Prints lease latency (median, p95, max) and total time for both and their ratio; for us, how
+Prints lease latency (median, p95, max), total time and dnsmasq's CPU with its children (the
+script helper and every hook it forked) for each run and the us/peer ratio; for us, how
 many of the N devices the inventory shows and how many with the expected kind and OS, the time
 from the last ACK until the inventory shows all, the service's CPU seconds and its peak RSS.
 Run as root:
@@ -24,8 +26,11 @@ Run as root:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -37,7 +42,6 @@ from appliance import config as config_module
 from appliance.devices.spool import HOOK
 from appliance.harness import dhcpclient
 from appliance.harness.classroom import Classroom
-from appliance.harness.process import REPO
 
 SUBNET = "10.77.0.0/21"
 FIRST, LAST = "10.77.0.10", "10.77.7.250"
@@ -61,11 +65,29 @@ def rss_peak_mb(pid: int) -> float:
     return 0.0
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU seconds of `pid` (with `children`: plus those of its reaped children,
+    and the same for its live children: dnsmasq's script helper and the hooks it ran)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    import os
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return ticks / os.sysconf("SC_CLK_TCK") + sum(cpu_seconds(int(k), children=True)
+                                                       for k in kids)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+def inventory(db_path: Path) -> dict[str, tuple[str, str]]:
+    """MAC -> (kind, OS) as the service committed them (read-only, beside the running service)."""
+    if not db_path.exists():
+        return {}
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as conn:
+        try:
+            return {m: (k, o) for m, k, o in conn.execute(
+                "SELECT mac, kind, os FROM device_inventory")}
+        except sqlite3.OperationalError:  # the service has not made its tables yet
+            return {}
 
 
 def run_leases(room: Classroom, ns_name: str, base_mac: str, n: int) -> list[float]:
@@ -134,8 +156,28 @@ def main() -> int:
             # 1. the peer: dnsmasq alone.
             peer_proc = dnsmasq(room, workdir, "peer", n, None)
             peer = summary(run_leases(room, fleet, "02:be:10:00:00:00", n))
+            peer["dnsmasq_cpu_s"] = cpu_seconds(peer_proc.pid, children=True)
             peer_proc.terminate()
             peer_proc.wait(10)
+
+            # 1b. dnsmasq + the hook alone (no service reading the spool): the hook's own cost.
+            hook_spool = Path(tempfile.mkdtemp(prefix="bench-devices-hook-", dir=spool))
+            hook_spool.chmod(0o1777)
+            hook_proc = dnsmasq(room, workdir, "hook", n, hook_spool)
+            hook = summary(run_leases(room, fleet, "02:be:30:00:00:00", n))
+            acked = time.monotonic()
+
+            def lines() -> int:
+                events = hook_spool / "events"
+                return events.read_text().count("\n") if events.exists() else 0
+
+            # dnsmasq runs one script at a time and queues the rest: how far behind is it?
+            while lines() < hook["ok"] and time.monotonic() < acked + 30:
+                time.sleep(0.05)
+            hook_lines, hook_drained = lines(), time.monotonic() - acked
+            hook["dnsmasq_cpu_s"] = cpu_seconds(hook_proc.pid, children=True)
+            hook_proc.terminate()
+            hook_proc.wait(10)
 
             # 2. us: dnsmasq + hook + the inventory service.
             cfg_path = workdir / "appliance.toml"
@@ -154,26 +196,21 @@ def main() -> int:
             ours = summary(run_leases(room, fleet, base, n))
             acked = time.monotonic()
             expected = {dhcpclient._nth_mac(base, i): MIX[i % len(MIX)][3:] for i in range(n)}
-
-            def inventory() -> dict[str, tuple[str, str]]:
-                out = subprocess.run([sys.executable, "-m", "appliance", "--config",
-                                      str(cfg_path), "devices", "list", "--all", "--json"],
-                                     capture_output=True, text=True, timeout=60, cwd=REPO)
-                if out.returncode != 0:
-                    return {}
-                return {d["mac"]: (d["kind"], d["os"]) for d in json.loads(out.stdout)["devices"]}
-
+            db_path = workdir / "state" / "appliance.db"
             deadline = acked + 120
-            found = inventory()
+            found = inventory(db_path)
             while sum(m in found for m in expected) < ours["ok"] and time.monotonic() < deadline:
-                time.sleep(0.25)
-                found = inventory()
+                time.sleep(0.05)
+                found = inventory(db_path)
             seen_all = time.monotonic() - acked
+            # The hook's forks are dnsmasq's children: wait for its queue, then count them.
+            time.sleep(1)
+            ours["dnsmasq_cpu_s"] = cpu_seconds(ours_proc.pid, children=True)
             cpu = cpu_seconds(service.pid) - cpu_before
             peak = rss_peak_mb(service.pid)
             present = sum(m in found for m in expected)
             right = sum(found.get(m) == tuple(v) for m, v in expected.items())
-            wrong = {}
+            wrong: dict[str, int] = {}
             for m, v in expected.items():
                 if m in found and found[m] != tuple(v):
                     key = f"{v[0]}/{v[1]} -> {found[m][0]}/{found[m][1]}"
@@ -185,13 +222,17 @@ def main() -> int:
         shutil.rmtree(spool, ignore_errors=True)
 
     print(f"devices: {n} simulated, one lease at a time, six fingerprints")
-    for name, s in (("dnsmasq alone (peer)", peer), ("dnsmasq + hook + service (us)", ours)):
+    for name, s in (("dnsmasq alone (peer)", peer), ("dnsmasq + hook, no service", hook),
+                    ("dnsmasq + hook + service (us)", ours)):
         print(f"  {name:32s} leases ok {s['ok']}/{n}, median {s['median_ms']:.2f} ms, "
-              f"p95 {s['p95_ms']:.2f} ms, max {s['max_ms']:.1f} ms, total {s['total_s']:.2f} s")
+              f"p95 {s['p95_ms']:.2f} ms, max {s['max_ms']:.1f} ms, total {s['total_s']:.2f} s, "
+              f"dnsmasq CPU (with its children) {s['dnsmasq_cpu_s']:.2f} s")
     if peer["median_ms"]:
         print(f"  lease latency us/peer: median x{ours['median_ms'] / peer['median_ms']:.2f}, "
               f"p95 x{ours['p95_ms'] / max(peer['p95_ms'], 1e-9):.2f}, "
               f"total x{ours['total_s'] / max(peer['total_s'], 1e-9):.2f}")
+    print(f"  the hook wrote {hook_lines} spool lines for {n} leases, the last {hook_drained:.1f} s "
+          "after the last ACK (dnsmasq's script queue)")
     print(f"  inventory: {present}/{n} present, {right}/{n} with the expected kind and OS"
           f"{' (mismatches: ' + json.dumps(wrong) + ')' if wrong else ''}")
     print(f"  all seen {seen_all:.1f} s after the last ACK; service CPU {cpu:.2f} s for the run, "
