@@ -313,6 +313,11 @@ class HelperSection:
     stations: tuple[str, ...] = field(
         default=("root", "appliance:appliance-agent.service"), metadata=rule(each=_caller))
     dns_reload: tuple[str, ...] = field(default=("root",), metadata=rule(each=_caller))
+    # The device inventory opens the firewall from staff devices to a display or printer.
+    open_service: tuple[str, ...] = field(
+        default=("appliance:appliance-devices.service",), metadata=rule(each=_caller))
+    close_service: tuple[str, ...] = field(
+        default=("root", "appliance:appliance-devices.service"), metadata=rule(each=_caller))
 
 
 @dataclass(frozen=True)
@@ -427,6 +432,8 @@ class DevicesSection:
         metadata=rule(each=lambda v: _check(bool(_SERVICE_TYPE.fullmatch(v)),
                                             "must be a service type such as \"_ipp._tcp\"")))
     share_to: tuple[str, ...] = field(default=("staff",), metadata=rule(each=_id))
+    # Ask the network helper (open-service) to let share_to devices reach those services.
+    open_firewall: bool = True
     poll_interval: float = field(default=0.5, metadata=rule(
         lambda v: _check(0.05 <= v <= 60, "must be 0.05-60 seconds")))
 

@@ -55,8 +55,11 @@ class PrlRule:
 
 # Sources: ../shared/research/portal_mdns.md §3.4 (Android from AOSP NetworkStack's
 # DhcpClient.DEFAULT_REQUESTED_PARAMS; the others from community fingerprint tables). The
-# ChromeOS list is unverified (no capture yet): it is weighted lower, and the portal's probe
-# counts and the vendor class usually decide a Chromebook.
+# research note has no ChromeOS list; ours is the one in Google's own device taxonomy
+# (gfiber `taxonomy/dhcp.py`, 2015, drawn from fingerbank): ChromeOS's dhcpcd under shill sends
+# 1,121,33,3,6,12,15,26,28,51,54,58,59,119 and usually 252 after it. It is from 2015 builds and
+# no capture of a current Chromebook confirms it, so it is weighted lower: the portal's probe
+# counts and the host name usually decide a Chromebook.
 PRL_RULES: tuple[PrlRule, ...] = (
     PrlRule("android", "Android (AOSP NetworkStack)", (1, 3, 6, 15, 26, 28, 51, 58, 59, 43),
             then=(114, 108), source="AOSP DhcpClient"),
@@ -65,8 +68,9 @@ PRL_RULES: tuple[PrlRule, ...] = (
     PrlRule("ios", "iOS / iPadOS (older)", (1, 121, 3, 6, 15, 119, 252)),
     PrlRule("windows", "Windows 10/11", (1, 3, 6, 15, 31, 33, 43, 44, 46, 47, 119, 121, 249, 252)),
     PrlRule("linux", "Linux dhclient", (1, 28, 2, 3, 15, 6, 119, 12, 44, 47, 26, 121, 42)),
-    PrlRule("chromeos", "ChromeOS dhcpcd (unverified)", (1, 121, 33, 3, 6, 12, 15, 26, 28, 51, 54,
-                                                         58, 59, 119, 252), weight=30),
+    PrlRule("chromeos", "ChromeOS dhcpcd (2015 taxonomy)", (1, 121, 33, 3, 6, 12, 15, 26, 28, 51,
+                                                            54, 58, 59, 119), then=(252,),
+            weight=30, source="gfiber taxonomy/dhcp.py"),
 )
 
 ANDROID_VENDOR = re.compile(r"android-dhcp-(\d{1,3})(?:\D|$)")

@@ -2,7 +2,9 @@
 
 It takes the DHCP hook's spool every `[devices] poll_interval` (committing each file's events
 before deleting it), runs mDNS on the classroom interface (`mdns.Mdns`), and deletes devices
-unseen for `retention_days` at start and every hour. The OUI table (aiooui, bundled with the
+unseen for `retention_days` at start and every hour, and every `SHARE_EVERY` seconds asks the
+network helper to open (and close) the firewall from `share_to` devices to shared services
+(`sharing`; with `[devices] open_firewall`). The OUI table (aiooui, bundled with the
 package, memory-mapped) is loaded once; nothing is downloaded.
 """
 
@@ -18,14 +20,22 @@ import aiooui
 import sqlite_utils
 
 from appliance.config import Config
-from appliance.devices import inventory, schema
+from appliance.devices import inventory, schema, sharing
 from appliance.devices.events import parse_line
 from appliance.devices.inventory import ServiceRecord
 from appliance.devices.spool import Spool
+from appliance.network.client import call
 from appliance.store import migrate, transaction
 
 log = logging.getLogger(__name__)
 EXPIRE_EVERY = 3600.0
+# How often the helper's openings are made to match the inventory (a staff laptop reaches a
+# newly announced display within this).
+SHARE_EVERY = 5.0
+# Services whose address no lease or neighbour names yet, kept to retry after the next DHCP
+# events (a service running when this one starts answers within ms; the spool's first file is
+# read a second later). Bounded: the oldest goes.
+MAX_PENDING = 256
 
 
 def vendor_of(mac: str) -> str | None:
@@ -55,6 +65,16 @@ class DevicesService:
         self.events = 0
         self.bad_lines = 0
         self.unmatched_services = 0
+        self.pending: dict[tuple[str, str], ServiceRecord] = {}
+        self.openings = sharing.Openings(self._helper)
+
+    def _helper(self, verb: str, args: dict[str, str]) -> object:
+        return call(self.config.network.helper.socket, verb, args)
+
+    def wanted_openings(self, now: float | None = None) -> dict[tuple[str, str], str]:
+        """(share_to device, service device) -> ports, from the inventory now."""
+        return sharing.wanted(self.db, self.section.share_to, self.section.share_types,
+                              time.time() if now is None else now)
 
     # -- DHCP ----------------------------------------------------------------------------------
     def drain_spool(self, now: float | None = None) -> int:
@@ -74,6 +94,10 @@ class DevicesService:
                         applied += 1
             self.spool.done(path)
         self.events += applied
+        if applied and self.pending:
+            waiting, self.pending = self.pending, {}
+            for record in waiting.values():
+                self.on_service(record)
         return applied
 
     # -- mDNS ----------------------------------------------------------------------------------
@@ -85,12 +109,18 @@ class DevicesService:
     def on_service(self, record: ServiceRecord) -> None:
         mac = self.mac_of(record.address)
         if mac is None:
-            self.unmatched_services += 1
+            key = (record.type, record.name)
+            if key not in self.pending:
+                self.unmatched_services += 1
+            self.pending[key] = record
+            while len(self.pending) > MAX_PENDING:
+                del self.pending[next(iter(self.pending))]
             return
         inventory.apply_service(self.db, mac, record, max_devices=self.section.max_devices,
                                 vendor=vendor_of)
 
     def on_removed(self, type_: str, name: str) -> None:
+        self.pending.pop((type_, name), None)
         inventory.remove_service(self.db, type_, name)
 
     def may_see_shared(self, ip: str) -> bool:
@@ -117,9 +147,14 @@ class DevicesService:
                         self.section.share_types, self.on_service, self.on_removed,
                         self.may_see_shared)
             await mdns.start()
-        last_expiry = 0.0
+        last_expiry = last_share = 0.0
         try:
             while not stop.is_set():
+                if self.section.open_firewall and time.monotonic() - last_share > SHARE_EVERY:
+                    # The helper's socket calls block: off the loop that answers mDNS (the
+                    # database is read here, on the loop's thread).
+                    await asyncio.to_thread(self.openings.sync, self.wanted_openings())
+                    last_share = time.monotonic()
                 if time.monotonic() - last_expiry > EXPIRE_EVERY:
                     gone = inventory.expire(self.db, self.section.retention_days)
                     if gone:

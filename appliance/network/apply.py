@@ -258,6 +258,11 @@ def configure_interface(cfg: Config) -> None:
         subprocess.run(["ip", "addr", "replace", net.ipv6, "dev", net.interface, "nodad"],
                        check=True, capture_output=True, timeout=10)
     _set_sysctl("net.ipv4.ip_forward", "1")
+    # Clients are isolated from each other (ap_isolate, bridge isolated ports): the Pi answers
+    # their ARP for each other (RFC 3069), so what open-service allows can flow through its
+    # forward chain, and never redirects them to a path that does not exist.
+    _set_sysctl(f"net.ipv4.conf.{net.interface}.proxy_arp_pvlan", "1")
+    _set_sysctl(f"net.ipv4.conf.{net.interface}.send_redirects", "0")
     if net.ipv6:
         # Forwarding turns off accepting router advertisements unless accept_ra is 2.
         _set_sysctl(f"net.ipv6.conf.{net.uplink}.accept_ra", "2")

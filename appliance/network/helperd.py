@@ -45,6 +45,20 @@ def uplink_online(uplink: str, sys_class_net: Path = SYS_CLASS_NET) -> bool:
         return False
 
 
+def ensure_proxy_arp(interface: str, proc_sys: Path = Path("/proc/sys/net/ipv4/conf")) -> None:
+    """Isolated clients reach each other only through the Pi: it answers their ARP for each
+    other with its own MAC (proxy_arp_pvlan, RFC 3069) and must not tell them, by ICMP
+    redirect, to go direct (they cannot). `apply` sets both; this repeats it (CAP_NET_ADMIN
+    may write a network namespace's sysctls) so an opening works after a manual change too."""
+    for key, value in (("proxy_arp_pvlan", "1"), ("send_redirects", "0")):
+        try:
+            path = proc_sys / interface / key
+            if path.read_text().strip() != value:
+                path.write_text(value)
+        except OSError as exc:
+            log.warning("could not set %s on %s: %s", key, interface, exc)
+
+
 def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     """temp file + fsync + rename: a reader sees the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +147,12 @@ class Helper:
             return self.status(args["ip"])
         if request.verb == "stations":
             return self.stations()
+        if request.verb == "open-service":
+            return self.open_service(args["from_mac"], args["to_mac"],
+                                     verbs.parse_ports(request.verb, args["ports"]),
+                                     int(args["seconds"]))
+        if request.verb == "close-service":
+            return self.close_service(args["from_mac"], args["to_mac"])
         return self.dns_reload()
 
     # -- verbs ----------------------------------------------------------------------------------
@@ -208,6 +228,45 @@ class Helper:
         os.kill(pid, signal.SIGHUP)
         return {"reloaded": True, "pid": pid}
 
+    def _ipv4_of(self, mac: str) -> tuple[str, ...]:
+        known = leases.addresses_of(mac, interface=self.net.interface,
+                                    lease_file=self.dir / render.LEASES)
+        return tuple(a for a in known if self._classroom(a) and ipaddress.ip_address(a).version == 4)
+
+    def open_service(self, from_mac: str, to_mac: str, ports: tuple[tuple[str, int, int], ...],
+                     seconds: int) -> dict[str, Any]:
+        """Let `from_mac` reach `to_mac` on `ports` for `seconds` (renewing replaces the opening:
+        the addresses are looked up afresh, here, never taken from the caller)."""
+        if from_mac == to_mac:
+            raise Refused("open-service: from_mac and to_mac are the same device")
+        from_ips, to_ips = self._ipv4_of(from_mac), self._ipv4_of(to_mac)
+        if not from_ips or not to_ips:
+            missing = from_mac if not from_ips else to_mac
+            raise Refused(f"no classroom IPv4 address known for {missing}")
+        fwd, rev = nft.share_pairs(from_mac, from_ips, to_mac, to_ips, ports)
+        old = sessions.get_share(self.db, from_mac, to_mac)
+        # One transaction: the old opening (perhaps to a former address) goes, the new one comes.
+        script = (nft.delete_share_elements(old.fwd, old.rev) if old else "") + \
+            nft.share_elements(fwd, rev, seconds)
+        ensure_proxy_arp(self.net.interface)
+        nft.run(script)
+        sessions.put_share(self.db, sessions.Share(from_mac, to_mac, fwd, rev), sessions.clock(),
+                           seconds)
+        log.info("service opened: %s -> %s (%s) for %d s", from_mac, to_mac,
+                 ", ".join(f"{p}:{lo}" + (f"-{hi}" if hi != lo else "") for p, lo, hi in ports),
+                 seconds)
+        return {"from_mac": from_mac, "to_mac": to_mac, "from": list(from_ips), "to": list(to_ips),
+                "elements": len(fwd), "seconds": seconds}
+
+    def close_service(self, from_mac: str, to_mac: str) -> dict[str, Any]:
+        share = sessions.get_share(self.db, from_mac, to_mac)
+        if share is None:
+            raise Refused(f"no opening from {from_mac} to {to_mac}")
+        nft.run(nft.delete_share_elements(share.fwd, share.rev))
+        sessions.delete_share(self.db, from_mac, to_mac)
+        log.info("service closed: %s -> %s", from_mac, to_mac)
+        return {"from_mac": from_mac, "to_mac": to_mac, "closed": True}
+
     # -- the loop -------------------------------------------------------------------------------
     def tick(self) -> None:
         """One turn of the background loop (see the module docstring)."""
@@ -215,6 +274,9 @@ class Helper:
             now = sessions.clock()
             for over in sessions.expire(self.db, now, self.net.session_seconds):
                 log.info("session expired: %s", over.mac)
+            # The kernel already dropped these elements (their timeout); forget them here.
+            for share in sessions.expire_shares(self.db, now):
+                log.info("service opening expired: %s -> %s", share.from_mac, share.to_mac)
             if nft.table_exists():
                 live = {elem for elem, _ in nft.list_set("accepted_v4") + nft.list_set("accepted_v6")}
                 seen = {d.mac: d.ips for d in leases.devices(

@@ -89,6 +89,12 @@ class PiNetwork:
         return (self.run_dir or self.directory / "run") / "helper.sock"
 
     @property
+    def spool_dir(self) -> Path:
+        """The DHCP hook's spool: beside the helper's socket, since the hook runs as nobody,
+        who may not enter a test's private folders (the run folder is made for other users)."""
+        return (self.run_dir or self.directory) / "dhcp-spool"
+
+    @property
     def pi(self) -> Namespace:
         return self.room.pi
 
@@ -119,7 +125,7 @@ class PiNetwork:
                               "state_dir": str(self.directory / "state")},
                 "portal": self.portal_section(), "network": self.network_section(),
                 # dnsmasq's DHCP hook (the device inventory's) writes its lines here.
-                "devices": {"spool_dir": str(self.directory / "dhcp-spool")},
+                "devices": {"spool_dir": str(self.spool_dir)},
                 "content": {"root": str(self.directory / "content")}}
 
     def write_config(self) -> Path:
@@ -269,8 +275,12 @@ class NetworkPart(LabPart):
                            check=False, timeout=60)
         if result.returncode != 0:
             raise LabError(f"network apply failed in the classroom: {result.stderr.strip()}")
-        # Every phone takes its lease now, so the banner's commands work at once.
+        # Every phone takes its lease now, so the banner's commands work at once; then the parts
+        # before this one that put devices in the classroom (fact `after_leases`: callables
+        # taking the Classroom, e.g. the device inventory's fingerprints, display and printer).
         pi.room.dhcp_all(timeout=15)
+        for after in ctx.facts.get("after_leases", []):
+            after(pi.room)
         if ctx.options.get("offline"):
             pi.room.cut_uplink()
         mgmt = pi.room.pi_management_address

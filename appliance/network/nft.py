@@ -63,7 +63,47 @@ def _seconds(value: object) -> int:
 def _element_text(value: object) -> str:
     if isinstance(value, dict) and "concat" in value:
         return " . ".join(_element_text(v) for v in value["concat"])
+    if isinstance(value, dict) and "range" in value:
+        first, last = value["range"]
+        return f"{_element_text(first)}-{_element_text(last)}"
     return str(value)
+
+
+def share_elements(fwd: tuple[str, ...], rev: tuple[str, ...], seconds: int) -> str:
+    """`add element` lines for an open-service: `fwd` into share_fwd_v4, `rev` into
+    share_rev_v4 (elements as `share_pairs` writes them), each for `seconds`."""
+    lines = []
+    for name, elems in (("share_fwd_v4", fwd), ("share_rev_v4", rev)):
+        if elems:
+            items = ", ".join(f"{e} timeout {seconds}s" for e in elems)
+            lines.append(f"add element inet {TABLE} {name} {{ {items} }}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def delete_share_elements(fwd: tuple[str, ...], rev: tuple[str, ...]) -> str:
+    """Deleting what `share_elements` added; adding first makes deleting an element the kernel
+    already expired succeed (as `delete_elements`)."""
+    lines = [share_elements(fwd, rev, 1).rstrip("\n")] if fwd or rev else []
+    for name, elems in (("share_fwd_v4", fwd), ("share_rev_v4", rev)):
+        if elems:
+            lines.append(f"delete element inet {TABLE} {name} {{ {', '.join(elems)} }}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def share_pairs(from_mac: str, from_ips: tuple[str, ...], to_mac: str, to_ips: tuple[str, ...],
+                ports: tuple[tuple[str, int, int], ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The (forward, reply) elements letting `from_mac` at `from_ips` reach `to_ips` on `ports`
+    (IPv4 only: pure). Callers pass validated MACs, addresses and ports only."""
+    fwd, rev = [], []
+    for a in from_ips:
+        for b in to_ips:
+            if ipaddress.ip_address(a).version != 4 or ipaddress.ip_address(b).version != 4:
+                continue
+            for proto, lo, hi in ports:
+                port = str(lo) if lo == hi else f"{lo}-{hi}"
+                fwd.append(f"{from_mac} . {a} . {b} . {proto} . {port}")
+                rev.append(f"{to_mac} . {b} . {a} . {proto} . {port}")
+    return tuple(fwd), tuple(rev)
 
 
 def parse_set(text: str) -> list[tuple[str, int]]:

@@ -38,7 +38,11 @@ DNSMASQ_PID = "dnsmasq.pid"
 
 # Sets of the table whose members are live state (sessions, resolved walled-garden addresses):
 # kept across a ruleset reload.
-DYNAMIC_SETS = ("accepted_mac", "accepted_v4", "accepted_v6", "walled_v4", "walled_v6")
+DYNAMIC_SETS = ("accepted_mac", "accepted_v4", "accepted_v6", "walled_v4", "walled_v6",
+                "share_fwd_v4", "share_rev_v4")
+# Shared services (open-service): a staff device's MAC . its address . the service's address .
+# protocol . port (a range allowed), and the same seen from the service's replies.
+SHARE_TYPE = "ether_addr . ipv4_addr . ipv4_addr . inet_proto . inet_service"
 # Encrypted DNS a phone could use to bypass the classroom DNS.
 DOT_PORT = 853
 DOQ_PORTS = (784, 8853)
@@ -224,6 +228,8 @@ def nft_ruleset(net: NetworkSection, portal_port: int = 80, *, archive_port: int
         f"  set trusted_mac {{ type ether_addr;{elements(trusted)} }}",
         f"  set walled_v4 {{ type ipv4_addr; flags timeout; timeout {WALLED_TIMEOUT}; }}",
         f"  set walled_v6 {{ type ipv6_addr; flags timeout; timeout {WALLED_TIMEOUT}; }}",
+        f"  set share_fwd_v4 {{ type {SHARE_TYPE}; flags interval, timeout; }}",
+        f"  set share_rev_v4 {{ type {SHARE_TYPE}; flags interval, timeout; }}",
         "",
         "  chain prerouting {",
         "    type nat hook prerouting priority dstnat; policy accept;",
@@ -263,7 +269,9 @@ def nft_ruleset(net: NetworkSection, portal_port: int = 80, *, archive_port: int
         "",
         "  chain forward {",
         "    type filter hook forward priority filter; policy accept;",
-        # The Pi never routes classroom traffic back into the classroom (ap_isolate's twin).
+        # The Pi never routes classroom traffic back into the classroom (ap_isolate's twin),
+        # except what the helper's open-service let through (chain `shared`).
+        f"    iifname {cls} oifname {cls} jump shared",
         f"    iifname {cls} oifname {cls} drop",
         # Nothing from the uplink reaches the classroom unasked.
         f"    oifname {cls} ct state established,related accept",
@@ -290,6 +298,17 @@ def nft_ruleset(net: NetworkSection, portal_port: int = 80, *, archive_port: int
         # Fail fast: a reset, never a hang, so the OS's plain-HTTP probe decides.
         "    tcp dport 443 reject with tcp reset",
         "    reject with icmpx type admin-prohibited",
+        "  }",
+        "",
+        # Client to client, through the Pi: a staff device to a shared display's or printer's
+        # ports only, and that service's replies to it. Every packet is checked against the
+        # sets (no blanket "established"), so close-service or the element's timeout ends a
+        # running stream at once. The MACs are the frames' real source addresses.
+        "  chain shared {",
+        "    ct direction original ether saddr . ip saddr . ip daddr . meta l4proto . th dport "
+        "@share_fwd_v4 accept",
+        "    ct direction reply ether saddr . ip saddr . ip daddr . meta l4proto . th sport "
+        "@share_rev_v4 accept",
         "  }",
         "",
         "  chain input {",

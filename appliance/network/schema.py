@@ -26,5 +26,20 @@ MIGRATIONS = [
             PRIMARY KEY (mac, ip)
         );
         """,
-    )
+    ),
+    Migration(
+        2,
+        "openings from a device to a shared service (open-service)",
+        """
+        CREATE TABLE network_shares (
+            from_mac TEXT NOT NULL,
+            to_mac TEXT NOT NULL,
+            fwd TEXT NOT NULL,
+            rev TEXT NOT NULL,
+            boot_id TEXT NOT NULL,
+            boot_expires REAL NOT NULL,
+            PRIMARY KEY (from_mac, to_mac)
+        );
+        """,
+    ),
 ]

@@ -123,3 +123,50 @@ def expire(db: sqlite_utils.Database, now: Clock, session_seconds: int) -> list[
 def by_address(db: sqlite_utils.Database, ip: str) -> Session | None:
     row = db.execute("SELECT mac FROM network_session_addresses WHERE ip = ?", [ip]).fetchone()
     return get(db, row[0]) if row else None
+
+
+# -- openings to shared services (open-service) --------------------------------------------------
+@dataclass(frozen=True)
+class Share:
+    """What open-service put into the kernel for one (device, service) pair: the exact
+    elements, so close-service and a renewal remove exactly them."""
+
+    from_mac: str
+    to_mac: str
+    fwd: tuple[str, ...]
+    rev: tuple[str, ...]
+
+
+def put_share(db: sqlite_utils.Database, share: Share, now: Clock, seconds: int) -> None:
+    with transaction(db) as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO network_shares (from_mac, to_mac, fwd, rev, boot_id,"
+            " boot_expires) VALUES (?, ?, ?, ?, ?, ?)",
+            [share.from_mac, share.to_mac, "\n".join(share.fwd), "\n".join(share.rev),
+             now.boot_id, now.boot + seconds])
+
+
+def _share(row: tuple[str, str, str, str]) -> Share:
+    return Share(row[0], row[1], tuple(filter(None, row[2].split("\n"))),
+                 tuple(filter(None, row[3].split("\n"))))
+
+
+def get_share(db: sqlite_utils.Database, from_mac: str, to_mac: str) -> Share | None:
+    row = db.execute("SELECT from_mac, to_mac, fwd, rev FROM network_shares"
+                     " WHERE from_mac = ? AND to_mac = ?", [from_mac, to_mac]).fetchone()
+    return _share(row) if row else None
+
+
+def delete_share(db: sqlite_utils.Database, from_mac: str, to_mac: str) -> None:
+    with transaction(db) as conn:
+        conn.execute("DELETE FROM network_shares WHERE from_mac = ? AND to_mac = ?",
+                     [from_mac, to_mac])
+
+
+def expire_shares(db: sqlite_utils.Database, now: Clock) -> list[Share]:
+    """Delete openings whose time is over (or from another boot: the kernel's table is new)."""
+    rows = db.execute("SELECT from_mac, to_mac, fwd, rev FROM network_shares"
+                      " WHERE boot_id != ? OR boot_expires <= ?", [now.boot_id, now.boot]).fetchall()
+    for row in rows:
+        delete_share(db, row[0], row[1])
+    return [_share(r) for r in rows]

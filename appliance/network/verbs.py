@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import pwd
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,14 @@ VERBS: dict[str, tuple[tuple[str, ...], str]] = {
     "session-status": (("ip",), "session_status"),
     "stations": ((), "stations"),
     "dns-reload": ((), "dns_reload"),
+    "open-service": (("from_mac", "to_mac", "ports", "seconds"), "open_service"),
+    "close-service": (("from_mac", "to_mac"), "close_service"),
 }
+# open-service: at most this many port entries, and seconds within these bounds (the caller
+# renews; the kernel drops an opening nobody renewed).
+MAX_PORTS = 16
+MIN_SHARE_SECONDS, MAX_SHARE_SECONDS = 60, 86400
+_PORT_ENTRY = re.compile(r"(tcp|udp):([0-9]{1,5})(?:-([0-9]{1,5}))?")
 
 
 class Refused(Exception):
@@ -86,11 +94,39 @@ def _check_arg(verb: str, name: str, value: str) -> str:
             return str(ipaddress.ip_address(value))
         except ValueError:
             raise Refused(f"{verb}: ip is not an IP address") from None
-    if name == "mac":
+    if name in ("mac", "from_mac", "to_mac"):
         if not MAC_PATTERN.fullmatch(value.lower()):
-            raise Refused(f"{verb}: mac is not a MAC address")
+            raise Refused(f"{verb}: {name} is not a MAC address")
         return value.lower()
+    if name == "ports":
+        return ",".join(f"{proto}:{lo}" if lo == hi else f"{proto}:{lo}-{hi}"
+                        for proto, lo, hi in parse_ports(verb, value))
+    if name == "seconds":
+        if not value.isascii() or not value.isdigit() or \
+                not MIN_SHARE_SECONDS <= int(value) <= MAX_SHARE_SECONDS:
+            raise Refused(f"{verb}: seconds must be {MIN_SHARE_SECONDS}-{MAX_SHARE_SECONDS}")
+        return str(int(value))
     raise Refused(f"{verb}: unknown argument")  # pragma: no cover - VERBS lists every argument
+
+
+def parse_ports(verb: str, value: str) -> tuple[tuple[str, int, int], ...]:
+    """(protocol, first, last) from "tcp:7000,udp:6000-6999" (pure). Strict: tcp or udp, ports
+    1-65535, first <= last, 1 to MAX_PORTS entries, no spaces; duplicates are dropped. Nothing
+    else of the argument reaches nft."""
+    entries = value.split(",")
+    if not value or len(entries) > MAX_PORTS:
+        raise Refused(f"{verb}: ports must be 1-{MAX_PORTS} entries such as tcp:7000,udp:6000-6999")
+    found: dict[tuple[str, int, int], None] = {}
+    for entry in entries:
+        match = _PORT_ENTRY.fullmatch(entry)
+        if match is None:
+            raise Refused(f"{verb}: ports entry {entry[:20]!r} is not tcp:PORT or udp:FIRST-LAST")
+        proto, lo = match[1], int(match[2])
+        hi = int(match[3]) if match[3] else lo
+        if not 1 <= lo <= hi <= 65535:
+            raise Refused(f"{verb}: ports entry {entry!r} is outside 1-65535 or backwards")
+        found[(proto, lo, hi)] = None
+    return tuple(found)
 
 
 def _uid(user: str) -> int | None:

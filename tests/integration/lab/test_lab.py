@@ -155,6 +155,33 @@ def test_lab_with_a_classroom_puts_a_phone_behind_the_portal_and_cleans_up(tmp_p
         opener = sign_in(console, password)
         wait_for(lambda: json.loads(opener.open(console + "/api/fleet").read())["counts"]["online"]
                  == 1, timeout=30, what="the classroom's agent online")
+
+        # A believable classroom in the inventory: fingerprinted phones, the teacher's laptop,
+        # the display and the printer announcing themselves.
+        assert "devices   an Android phone 192.0.2." in banner
+        config = tmp_path / "lab" / "appliances" / "lab-school-1" / "appliance.toml"
+        expected = {
+            "02:ce:00:00:00:01": ("phone", "android", None),
+            "02:ce:00:00:00:02": ("phone", "ios", None),
+            "02:ce:00:00:00:03": ("chromebook", "chromeos", None),
+            "02:ce:00:00:00:21": ("laptop", "macos", None),
+            "f0:18:98:00:00:10": ("display", "tvos", "AppleTV6,2"),
+            "3c:d9:2b:00:00:12": ("printer", "printer", "HP LaserJet Pro M404dn"),
+        }
+
+        def inventory():
+            out = subprocess.run([sys.executable, "-m", "appliance", "--config", str(config),
+                                  "devices", "list", "--json"], capture_output=True, text=True,
+                                 timeout=30, cwd=REPO)
+            found = {d["mac"]: d for d in json.loads(out.stdout)["devices"]} if out.stdout else {}
+            return {m: (d["kind"], d["os"], d["model"]) for m, d in found.items()}, found
+
+        wait_for(lambda: all(inventory()[0].get(m) == v for m, v in expected.items()),
+                 timeout=40, what=f"the classroom's devices identified ({inventory()[0]})")
+        _, found = inventory()
+        assert "apple" in found["f0:18:98:00:00:10"]["vendor"].lower()
+        assert "hewlett" in found["3c:d9:2b:00:00:12"]["vendor"].lower()
+        assert found["02:ce:00:00:00:01"]["randomized"]
     finally:
         lab.send_signal(signal.SIGINT)
         out, _ = lab.communicate(timeout=90)

@@ -26,6 +26,7 @@ CHROMEOS = (1, 121, 33, 3, 6, 12, 15, 26, 28, 51, 54, 58, 59, 119, 252)
     (WINDOWS, "MSFT 5.0", "laptop", "windows"),
     (LINUX, None, "computer", "linux"),
     (CHROMEOS, None, "chromebook", "chromeos"),
+    (CHROMEOS[:-1], None, "chromebook", "chromeos"),  # the taxonomy's variant without 252
     (None, "android-dhcp-13", "phone", "android"),
     (None, "MSFT 5.0", "laptop", "windows"),
     ((1, 3, 6), None, "unknown", "unknown"),

@@ -104,3 +104,75 @@ def test_leases_and_neighbours_merge():
         leases.Device("02:aa:00:00:00:01", ("10.42.0.20", "fd42:ce::1234"), ""),
         leases.Device("02:bb:00:00:00:02", ("10.42.0.21",), "phone2"),
     ]
+
+
+OPEN = {"from_mac": "02:CE:00:00:00:21", "to_mac": "f0:18:98:00:00:10", "ports": "tcp:7000",
+        "seconds": "600"}
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    ({"ports": ""}, "1-16 entries"),
+    ({"ports": "tcp:7000,"}, "is not tcp:PORT"),
+    ({"ports": "tcp: 7000"}, "is not tcp:PORT"),
+    ({"ports": "icmp:1"}, "is not tcp:PORT"),
+    ({"ports": "tcp:65536"}, "outside 1-65535"),
+    ({"ports": "udp:0-10"}, "outside 1-65535"),
+    ({"ports": "udp:10-9"}, "backwards"),
+    ({"ports": "tcp:1\nflush ruleset"}, "is not tcp:PORT"),
+    ({"ports": ",".join(["tcp:1"] * 17)}, "1-16 entries"),
+    ({"seconds": "59"}, "seconds must be"),
+    ({"seconds": "86401"}, "seconds must be"),
+    ({"seconds": "\u0661\u0662\u0660"}, "seconds must be"),  # Arabic-Indic digits: isdigit()
+    ({"from_mac": "02:ce:00:00:00:21 . 10.0.0.1"}, "from_mac is not a MAC"),
+])
+def test_open_service_arguments_are_strict(args, reason):
+    raw = json.dumps({"verb": "open-service", "args": {**OPEN, **args}}).encode()
+    with pytest.raises(Refused) as err:
+        verbs.parse(raw)
+    assert reason in err.value.reason
+
+
+def test_open_service_arguments_are_normalised():
+    req = verbs.parse(json.dumps({"verb": "open-service", "args": {
+        **OPEN, "ports": "tcp:7000,udp:6000-6010,tcp:7000,udp:5-5", "seconds": "0600"}}).encode())
+    assert req.args == {"from_mac": "02:ce:00:00:00:21", "to_mac": "f0:18:98:00:00:10",
+                        "ports": "tcp:7000,udp:6000-6010,udp:5", "seconds": "600"}
+    assert verbs.parse_ports("x", req.args["ports"]) == (("tcp", 7000, 7000), ("udp", 6000, 6010),
+                                                         ("udp", 5, 5))
+
+
+def test_share_elements_pair_both_directions_ipv4_only():
+    fwd, rev = nft.share_pairs("02:ce:00:00:00:21", ("10.42.0.21", "fd42:ce::21"),
+                               "f0:18:98:00:00:10", ("10.42.0.10",),
+                               (("tcp", 7000, 7000), ("udp", 6000, 6010)))
+    assert fwd == ("02:ce:00:00:00:21 . 10.42.0.21 . 10.42.0.10 . tcp . 7000",
+                   "02:ce:00:00:00:21 . 10.42.0.21 . 10.42.0.10 . udp . 6000-6010")
+    assert rev == ("f0:18:98:00:00:10 . 10.42.0.10 . 10.42.0.21 . tcp . 7000",
+                   "f0:18:98:00:00:10 . 10.42.0.10 . 10.42.0.21 . udp . 6000-6010")
+    script = nft.delete_share_elements(fwd, rev)
+    # Added for a second first, so deleting what the kernel already expired succeeds.
+    assert script.index("add element inet classroom share_fwd_v4") < \
+        script.index("delete element inet classroom share_fwd_v4")
+    assert f"delete element inet classroom share_rev_v4 {{ {rev[0]}, {rev[1]} }}" in script
+    assert nft.delete_share_elements((), ()) == ""
+
+
+def test_a_range_in_a_set_reads_back_as_nft_writes_it():
+    text = json.dumps({"nftables": [{"set": {"name": "share_fwd_v4", "elem": [{"elem": {"val": {
+        "concat": ["02:ce:00:00:00:21", "10.42.0.21", "10.42.0.10", "udp",
+                   {"range": [6000, 6010]}]}, "expires": 30}}]}}]})
+    assert nft.parse_set(text) == [("02:ce:00:00:00:21 . 10.42.0.21 . 10.42.0.10 . udp . 6000-6010",
+                                    30)]
+
+
+def test_shares_persist_and_expire_by_boot_time(tmp_path):
+    db = sessions.open_sessions_db(tmp_path / "appliance.db")
+    share = sessions.Share("02:ce:00:00:00:21", "f0:18:98:00:00:10", ("a . b",), ("c . d", "e"))
+    sessions.put_share(db, share, sessions.Clock(100.0, 10.0, "b"), 60)
+    assert sessions.get_share(db, share.from_mac, share.to_mac) == share
+    assert sessions.expire_shares(db, sessions.Clock(100.0, 69.0, "b")) == []
+    assert sessions.expire_shares(db, sessions.Clock(100.0, 70.0, "b")) == [share]
+    assert sessions.get_share(db, share.from_mac, share.to_mac) is None
+    sessions.put_share(db, share, sessions.Clock(100.0, 10.0, "b"), 60)
+    # After a reboot the kernel's table is new: the opening is gone whatever the clock says.
+    assert sessions.expire_shares(db, sessions.Clock(100.0, 1.0, "c")) == [share]
