@@ -30,7 +30,10 @@ VERBS: dict[str, tuple[tuple[str, ...], str]] = {
     "session-status": (("ip",), "session_status"),
     "stations": ((), "stations"),
     "dns-reload": ((), "dns_reload"),
+    "dns-fallback": (("state",), "dns_fallback"),
+    "dns-sets": ((), "dns_sets"),
 }
+FALLBACK_STATES = ("on", "off")
 
 
 class Refused(Exception):
@@ -90,6 +93,10 @@ def _check_arg(verb: str, name: str, value: str) -> str:
         if not MAC_PATTERN.fullmatch(value.lower()):
             raise Refused(f"{verb}: mac is not a MAC address")
         return value.lower()
+    if name == "state":
+        if value not in FALLBACK_STATES:
+            raise Refused(f"{verb}: state is on or off")
+        return value
     raise Refused(f"{verb}: unknown argument")  # pragma: no cover - VERBS lists every argument
 
 
