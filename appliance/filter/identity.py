@@ -4,7 +4,8 @@ classroom network, behind two protocols the resolver asks on its hot path.
 - `Identity`: the MAC of a client address (IPv4, or IPv6 including privacy addresses), or None.
   `LeaseIdentity` is the network's lease and neighbour reader (`appliance.network.leases`:
   dnsmasq's lease file joined with the kernel's neighbour table) behind a short cache, read again
-  when an address is not in it (at most every `miss_every` seconds), when the cache is older than
+  when an address is not in it (at most every `miss_every` seconds: a phone's first query
+  must find the entry its ARP request just made), when the cache is older than
   `max_age`, and when the lease file changes (then every address whose MAC changed is reported
   to `on_change`, which the server points at `Resolver.forget_client`). `StaticIdentity` serves
   tests.
@@ -71,7 +72,7 @@ class LeaseIdentity:
     strictest) until the next read."""
 
     def __init__(self, *, interface: str | None = None, lease_file: Path | None = None,
-                 miss_every: float = 0.1, max_age: float = 5.0,
+                 miss_every: float = 0.02, max_age: float = 5.0,
                  on_change: Callable[[str], None] | None = None,
                  reader: Callable[[], dict[str, str]] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -110,8 +111,8 @@ class LeaseIdentity:
 
     def lookup(self, ip: str) -> str | None:
         key = _canon(ip)
-        if key is None:
-            return None
+        if key is None or key.startswith("127.") or key == "::1":
+            return None  # the Pi itself: never in the neighbour table
         now = self.clock()
         mac = self._table.get(key)
         age = now - self._read
