@@ -11,8 +11,10 @@ an asyncio datagram endpoint for this work, see docs/performance.md):
   refresh once a second, statistics to SQLite, the systemd watchdog, and the addresses of the
   DoH resolvers clients asked for (names of the `doh` category, resolved by us although the
   client got NXDOMAIN) written to `doh_file` for the network's port-443 reject set, and the
-  addresses of the walled-garden names written to `walled_file` within 0.1 s of an answer
-  (`appliance.network.dnssets`: the network helper loads both into its sets).
+  addresses of the walled-garden names written to `walled_file` (`appliance.network.dnssets`:
+  the network helper loads both into its sets). A walled-garden answer with an address not
+  yet published waits for `publish_walled` (file written, the helper asked to load it now):
+  the phone connects right after its lookup, which must not meet the captive redirect.
 
 A client sending more than `rate_limit` queries a second (after a burst of `rate_burst`) has the
 rest dropped, so a flood from one device does not starve the others.
@@ -104,7 +106,8 @@ class Server:
 
     def __init__(self, section: FilterSection, resolver: Resolver, *,
                  on_tick: Callable[[], None] | None = None, doh_file: Path | None = None,
-                 walled_file: Path | None = None) -> None:
+                 walled_file: Path | None = None,
+                 publish_walled: Callable[[Path, dict[str, float]], None] | None = None) -> None:
         self.section = section
         self.resolver = resolver
         self.on_tick = on_tick
@@ -123,7 +126,9 @@ class Server:
         self._tcp_clients = threading.BoundedSemaphore(TCP_MAX_CLIENTS)
         self.doh_file = doh_file
         self.walled_file = walled_file
+        self.publish_walled = publish_walled or (lambda path, addrs: dnssets.write(path, addrs))
         self._walled_written = 0.0
+        self._walled_lock = threading.Lock()
         self.doh_addresses: dict[str, float] = {}  # address -> until (monotonic)
         self._doh_asked: dict[str, float] = {}  # name -> when last resolved
         self._doh_busy = threading.Lock()
@@ -247,6 +252,8 @@ class Server:
             self.servfails += 1
         try:
             out = self.resolver.complete(p.fwd, response)
+            if self.resolver.walled_changed:
+                self._walled_tick(time.monotonic())
         except Exception:
             log.exception("completing an upstream answer")
             return
@@ -310,6 +317,8 @@ class Server:
                     return
                 if not isinstance(out, bytes):
                     out = self.resolver.complete(out, self.query_upstream(out.data))
+                    if self.resolver.walled_changed:
+                        self._walled_tick(time.monotonic())
                 conn.sendall(struct.pack("!H", len(out)) + out)
         except (OSError, ValueError):
             return
@@ -379,14 +388,15 @@ class Server:
         r = self.resolver
         if self.walled_file is None or not (r.walled_changed or now - self._walled_written > 600):
             return
-        r.walled_changed = False
-        self._walled_written = now
-        r.walled_addresses = {a: t for a, t in r.walled_addresses.items()
-                              if now - t < WALLED_KEEP_S}
-        try:
-            dnssets.write(self.walled_file, r.walled_addresses)
-        except OSError as exc:
-            log.error("could not write %s: %s", self.walled_file, exc)
+        with self._walled_lock:
+            r.walled_changed = False
+            self._walled_written = now
+            r.walled_addresses = {a: t for a, t in r.walled_addresses.items()
+                                  if now - t < WALLED_KEEP_S}
+            try:
+                self.publish_walled(self.walled_file, dict(r.walled_addresses))
+            except OSError as exc:
+                log.error("could not publish %s: %s", self.walled_file, exc)
 
     # -- DoH endpoints -------------------------------------------------------------------------
     def _doh_tick(self) -> None:

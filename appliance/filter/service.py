@@ -262,8 +262,17 @@ def serve_one(cfg: Config, stop: threading.Event, *, identity: Identity | None =
         stats()
         follower()
 
+    refused: list[bool] = []
+
+    def publish_walled(path: Path, addresses: dict[str, float]) -> None:
+        if not dnssets.publish(cfg, path, addresses) and not refused:
+            refused.append(True)
+            log.warning("the network helper did not load %s at once (down, or [network.helper] "
+                        "dns_sets does not list this unit); it reloads it within a second", path)
+
     server = Server(cfg.filter, resolver, on_tick=tick, doh_file=doh_path(cfg),
-                    walled_file=walled_path(cfg) if cfg.filter.enabled else None)
+                    walled_file=walled_path(cfg) if cfg.filter.enabled else None,
+                    publish_walled=publish_walled)
     server.bind()
     server.start()
 

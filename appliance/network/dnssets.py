@@ -6,6 +6,7 @@ A documented place others write to (the filter, which answers the classroom's DN
     from appliance.network import dnssets
     dnssets.path(cfg, dnssets.DOH)       # <state_dir>/filter/doh-addresses
     dnssets.write(path, ["192.0.2.53"])  # atomically, one address a line
+    dnssets.publish(cfg, path, [...])    # write, then have the helper load it now
 
 - `doh-addresses`: addresses of DNS-over-HTTPS resolvers. The helper puts exactly these into
   `doh_v4`/`doh_v6`, whose port 443 (TCP and UDP) the forward chain rejects for every client.
@@ -13,8 +14,9 @@ A documented place others write to (the filter, which answers the classroom's DN
   The helper adds them to `walled_v4`/`walled_v6` (dnsmasq's `nftset=` does the same while it
   answers DNS itself); they leave the set a day after they were last added.
 
-The helper re-reads a file within a quarter of a second of its change (and at its verb
-`dns-sets`); a line that is not an address is skipped.
+The helper re-reads a file within a quarter of a second of its change, and at once at its verb
+`dns-sets` (what `publish()` calls: a walled-garden address must be in its set before the phone
+that asked connects to it); a line that is not an address is skipped.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from appliance.config import Config
+from appliance.network.client import HelperError, call
 
 DOH = "doh-addresses"
 WALLED = "walled-addresses"
@@ -69,3 +72,14 @@ def write(file: Path, addresses: Iterable[str]) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, file)
+
+
+def publish(cfg: Config, file: Path, addresses: Iterable[str], timeout: float = 1.0) -> bool:
+    """`write()`, then ask the helper to load the files now (verb `dns-sets`). False if the
+    helper did not (down, or the caller is not allowed): it still reloads within a second."""
+    write(file, addresses)
+    try:
+        call(cfg.network.helper.socket, "dns-sets", timeout=timeout)
+    except HelperError:
+        return False
+    return True

@@ -17,8 +17,9 @@ When the filter answers the classroom's DNS (`[filter] enabled`), a second loop 
 `WATCH_TICK` seconds loads the filter's address files (`dnssets`: DoH resolvers, walled garden)
 into their sets when they change, and checks the filter's health once a second (a DNS query to
 its port): after `HEALTH_FAILURES` unanswered checks in a row it points the port-53 redirect at
-the baseline unbound (`dns-fallback on`), and back when the filter answers again. The filter's
-unit says the same at once (ExecStopPost, ExecStartPost) through the verb `dns-fallback`.
+the baseline unbound, and back when the filter answers again. The verb `dns-fallback on` holds
+the baseline until `dns-fallback off` (the filter's unit calls them at once: ExecStopPost,
+ExecStartPost; an admin may too); while held, the health check does not switch back.
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ class Helper:
         self.ports = render.filter_ports(cfg)
         # The redirect's state as the helper last set or found it (None: not known yet).
         self.fallback: bool | None = None
+        self.held = False  # `dns-fallback on` was asked for: stays until `dns-fallback off`
         self.failures = 0
         self.last_health = 0.0
         self.set_stamps: dict[str, float | None] = {}
@@ -173,7 +175,9 @@ class Helper:
         if request.verb == "stations":
             return self.stations()
         if request.verb == "dns-fallback":
-            return self.dns_fallback(args["state"] == "on")
+            self._filter_ports()
+            self.held = args["state"] == "on"
+            return self.dns_fallback(self.held)
         if request.verb == "dns-sets":
             return self.load_sets(force=True)
         return self.dns_reload()
@@ -265,7 +269,7 @@ class Helper:
             log.warning("classroom DNS -> %s (port %d)", "baseline unbound" if on else "filter", port)
         self.fallback = on
         self.failures = 0
-        return {"fallback": on, "port": port}
+        return {"fallback": on, "port": port, "held": self.held}
 
     def redirect_port(self) -> int | None:
         """The port the kernel's redirect points at now (None: no such chain)."""
@@ -317,12 +321,13 @@ class Helper:
         alive = dns_answers(render.pi4(self.net), self.ports.port, self.net.portal_name)
         with self.lock:
             self.failures = 0 if alive else self.failures + 1
-            if alive and self.fallback:
+            if alive and self.fallback and not self.held:
                 self.dns_fallback(False)
             elif self.failures >= HEALTH_FAILURES and not self.fallback:
                 self.dns_fallback(True)
-            elif not alive and self.fallback and self.redirect_port() != self.ports.baseline_port:
-                # A ruleset reload (`apply`) put the filter's port back while it is down.
+            elif (self.held or not alive) and self.fallback and \
+                    self.redirect_port() != self.ports.baseline_port:
+                # A ruleset reload (`apply`) put the filter's port back meanwhile.
                 self.dns_fallback(True)
 
     # -- the loop -------------------------------------------------------------------------------
