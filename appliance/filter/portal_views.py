@@ -17,6 +17,7 @@ default_group`), showing the category only, not the reasons (which name groups a
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 
 from flask import Blueprint, Response, current_app, render_template, request
 
@@ -109,7 +110,12 @@ def block_page() -> Response | None:
     name = clean_name(request.host)
     if name is None:
         return None
-    decision = service.explain(cfg, name, device=_client_ip())
+    try:
+        decision = service.explain(cfg, name, device=_client_ip())
+    except (OSError, subprocess.SubprocessError) as exc:
+        # The neighbour table could not be read from here: the students' policy, the default.
+        current_app.logger.warning("block page: device lookup failed: %s", exc)
+        decision = service.explain(cfg, name, group=cfg.filter.default_group)
     if decision["action"] not in BLOCKED_ACTIONS:
         return None
     page = render_template("blocked/page.html", name=name,
