@@ -110,13 +110,17 @@ class LeaseIdentity:
                 self.on_change(ip)
 
     def lookup(self, ip: str) -> str | None:
+        now = self.clock()
+        changed = self._lease_changed(now)
+        mac = self._table.get(ip)  # the server's addresses are canonical already: no parsing
+        if mac is not None and now - self._read < self.max_age and not changed:
+            return mac
         key = _canon(ip)
         if key is None or key.startswith("127.") or key == "::1":
             return None  # the Pi itself: never in the neighbour table
-        now = self.clock()
         mac = self._table.get(key)
         age = now - self._read
-        if age >= self.max_age or self._lease_changed(now) or (mac is None and age >= self.miss_every):
+        if age >= self.max_age or changed or (mac is None and age >= self.miss_every):
             with self._lock:
                 if self._read < now:  # not read by another thread meanwhile
                     self.reload()
