@@ -177,6 +177,13 @@ def test_a_listed_mac_is_a_teacher_on_every_address_and_a_random_one_a_student(r
         wait_for(lambda a=address: ask(teacher, room.room.gateway6, "www.casino.example",
                                        wire.AAAA, source=a)["addresses"] == [fi.SENTINEL6],
                  timeout=5, what=f"{address} to be the teacher's")
+    # A new lease (another client id, as after a reinstall, and another address): still the
+    # teacher, at once.
+    hosts = list(room.room.subnet4.hosts())
+    teacher.release()
+    lease = teacher.dhcp(address=str(hosts[170]), send=("0x3d:ff00000001",))
+    assert lease.address == str(hosts[170])
+    assert ask(teacher, v4, "www.casino.example")["addresses"] == [fi.SENTINEL4]
     # Teachers still do not get adult sites.
     assert ask(teacher, v4, "porn.example")["ede"] == [wire.EDE_BLOCKED, "category adult"]
     assert ask(room.room.phones[2], v4, "www.casino.example")["addresses"] == [v4]
