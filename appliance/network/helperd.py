@@ -318,7 +318,7 @@ class Helper:
         if now - self.last_health < HEALTH_EVERY:
             return
         self.last_health = now
-        alive = dns_answers(render.pi4(self.net), self.ports.port, self.net.portal_name)
+        alive = dns_answers(self.ports.health_host, self.ports.port, self.net.portal_name)
         with self.lock:
             self.failures = 0 if alive else self.failures + 1
             if alive and self.fallback and not self.held:

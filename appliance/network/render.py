@@ -218,6 +218,9 @@ class FilterPorts:
 
     port: int
     baseline_port: int
+    # Where the helper asks the filter whether it answers: loopback when it listens on every
+    # address (the filter never looks loopback up in the neighbour table), else the Pi's address.
+    health_host: str = "127.0.0.1"
 
     @property
     def closed(self) -> tuple[int, ...]:
@@ -228,7 +231,9 @@ def filter_ports(cfg: Config) -> FilterPorts | None:
     """The filter's ports if it answers the classroom's DNS, else None (dnsmasq does)."""
     if not cfg.filter.enabled:
         return None
-    return FilterPorts(cfg.filter.port, cfg.filter.baseline_port)
+    listen = cfg.filter.listen
+    host = "127.0.0.1" if "0.0.0.0" in listen or "127.0.0.1" in listen else pi4(cfg.network)  # noqa: S104
+    return FilterPorts(cfg.filter.port, cfg.filter.baseline_port, host)
 
 
 def dns_redirect_rules(net: NetworkSection, port: int) -> list[str]:

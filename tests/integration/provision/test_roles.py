@@ -182,6 +182,9 @@ def test_edge_units(edge):
         "appliance-agent.service",
         "appliance-firstboot.service",
         "appliance-devices.service",
+        "appliance-unbound.service",
+        "appliance-unbound-baseline.service",
+        "appliance-filter.service",
     )
     timers = ("appliance-content-sync.timer", "appliance-moodle-sync.timer")
     oneshots = ("appliance-content-sync.service", "appliance-moodle-sync.service")
@@ -193,6 +196,10 @@ def test_edge_units(edge):
         assert enabled(tree, timer, "timers.target"), timer
     for oneshot in oneshots:  # started by their timers only
         assert not enabled(tree, oneshot), oneshot
+    # Debian's own unbound would hold 127.0.0.1:53, the filter's port: masked.
+    for masked in ("unbound.service", "unbound-resolvconf.service"):
+        link = tree / "etc/systemd/system" / masked
+        assert link.is_symlink() and os.readlink(link) == "/dev/null", masked
     for unit in (*units, *timers, *oneshots):  # the repository's units, byte for byte
         assert (tree / "etc/systemd/system" / unit).read_bytes() == (REPO_UNITS / unit).read_bytes(), unit
         # What their Documentation= names is installed.
@@ -215,6 +222,9 @@ def test_edge_config_sections(edge):
     assert cfg.moodle.password_file == Path("/etc/appliance/secrets/moodle-password")
     assert cfg.moodle.token_file is None
     assert cfg.moodle.courses == (2, 3)
+    assert cfg.filter.enabled is True and cfg.filter.timezone == "America/Chicago"
+    (ut1,) = cfg.filter.lists
+    assert (ut1.layout, ut1.categories) == ("ut1", ("adult", "gambling", "doh"))
 
 
 def test_edge_content(edge, secrets):

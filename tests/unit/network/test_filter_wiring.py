@@ -67,6 +67,12 @@ def test_the_redirect_goes_to_the_filters_port_through_its_chain(tmp_path):
     plain = render.nft_ruleset(cfg.network)
     assert render.DNS_CHAIN not in plain and "dnat ip to 10.42.0.1:53" in plain
     assert render.filter_ports(cfg_with(tmp_path, enabled=False)) is None
+    # The helper's health check asks over loopback (never a neighbour-table lookup) when the
+    # filter listens there, else on the Pi's classroom address.
+    assert render.filter_ports(cfg).health_host == "127.0.0.1"
+    only = config.from_dict({"appliance": {"id": "x"}, "filter": {"enabled": True,
+                                                                  "listen": ["10.42.0.1"]}})
+    assert render.filter_ports(only).health_host == "10.42.0.1"
 
 
 def nft_check(text: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
