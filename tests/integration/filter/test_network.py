@@ -66,6 +66,33 @@ except OSError:
 """
 
 
+# Ask for a router advertisement from inside a phone; prints the RDNSS addresses it carries.
+RDNSS = r"""
+import ipaddress, json, socket, struct, sys, time
+dev = sys.argv[1]
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.settimeout(1)
+found, deadline = [], time.monotonic() + 10
+while not found and time.monotonic() < deadline:
+    s.sendto(bytes([133, 0, 0, 0, 0, 0, 0, 0]), ("ff02::2", 0, 0, socket.if_nametoindex(dev)))
+    try:
+        while not found:
+            data = s.recv(4096)
+            if data[0] != 134:
+                continue
+            i = 16
+            while i + 2 <= len(data) and data[i + 1]:
+                kind, size = data[i], data[i + 1] * 8
+                if kind == 25:
+                    found += [str(ipaddress.ip_address(data[j:j + 16])) for j in range(i + 8, i + size, 16)]
+                i += size
+    except TimeoutError:
+        pass
+print(json.dumps(found))
+"""
+
+
 @dataclass
 class Room:
     room: Classroom
@@ -142,7 +169,9 @@ def test_dnsmasq_leaves_dns_to_the_filter_and_still_names_the_pi(room: Room):
     conf = (room.network.render_dir / render.DNSMASQ).read_text()
     assert "port=0\n" in conf and "addn-hosts" not in conf
     lease = room.student.dhcp()
-    assert lease.dns == (room.room.gateway4,)
+    assert lease.dns == (room.room.gateway4,)  # DHCPv4 option 6
+    ra = room.student.run(sys.executable, "-c", RDNSS, room.student.dev, timeout=30)
+    assert json.loads(ra.stdout) == [room.room.gateway6], ra.stderr  # the RA's RDNSS
     # Nothing but the filter (python) listens on port 53 in the Pi.
     sockets = room.room.pi.run("ss", "-Hlunp", "sport = :53").stdout
     assert sockets and "dnsmasq" not in sockets and "python" in sockets, sockets
