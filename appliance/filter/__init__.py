@@ -14,9 +14,9 @@ and neighbour reader (`leases`), its local answers (`answers`) and the address f
 helper's sets (`dnssets`), behind the protocols of `identity`. See docs/filter.md.
 
 Offers others (see OFFERS): `policy` (decisions and `explain`, for the portal's "why is this
-site blocked?" and the console), `identity` (the protocols the network capability implements:
-`Identity` ip -> mac, `LocalAnswers`, and their network-backed implementations), `unbound` (the baseline config the network helper
-switches the redirect to).
+site blocked?" and the console), `identity` (the protocols `Identity` ip -> mac and `LocalAnswers`, and their
+network-backed implementations), `unbound` (the baseline config the network helper switches the
+redirect to).
 """
 
 # The modules other capabilities may import; everything else here is private (a test checks).
