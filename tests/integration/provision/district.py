@@ -26,7 +26,7 @@ BIN = Path(sys.executable).parent
 CONSOLE_ADDRESS = "localhost"  # resolves inside the tree (its /etc/hosts) and names the broker's cert
 INGEST_IDENTITY = "console-ingest"
 BUILDINGS = {"pi-main": "lincoln-main", "pi-annex": "lincoln-annex"}
-CAPABILITIES = ["portal", "agent", "content", "devices", "moodle", "filter"]
+CAPABILITIES = ["portal", "agent", "content", "devices", "moodle"]
 MOODLE_URL = "https://moodle.lincoln.example"
 CONTENT_ROOT = "/srv/library"  # a drive (LABEL=library), not the default folder on the SD card
 
@@ -139,8 +139,7 @@ def write_inventory(
         "edge_mqtt_cert_pem": "{{ vault_edge_certs[edge_building_id].cert }}",
         "edge_mqtt_key_pem": "{{ vault_edge_certs[edge_building_id].key }}",
         "appliance_package_wheelhouse": str(wheelhouse),
-        # Every capability but network; content on a drive; moodle with a password and its own time;
-        # the filter with a UT1 folder (compiled on a booted Pi only).
+        # Every capability but network; content on a drive; moodle with a password and its own time.
         "edge_capabilities": CAPABILITIES,
         "edge_content_root": CONTENT_ROOT,
         "edge_content_mount_src": "LABEL=library",
@@ -150,9 +149,6 @@ def write_inventory(
         "edge_moodle_password": "{{ vault_moodle_password }}",
         "edge_moodle_courses": [2, 3],
         "edge_moodle_sync_time": "*-*-* 03:00",
-        "edge_filter_timezone": "America/Chicago",
-        "edge_filter_lists": [{"category": "ut1", "layout": "ut1", "path": "/var/lib/appliance/ut1",
-                               "categories": ["adult", "gambling", "doh"]}],
         **(extra or {}),
     }
     console = {

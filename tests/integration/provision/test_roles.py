@@ -182,9 +182,6 @@ def test_edge_units(edge):
         "appliance-agent.service",
         "appliance-firstboot.service",
         "appliance-devices.service",
-        "appliance-unbound.service",
-        "appliance-unbound-baseline.service",
-        "appliance-filter.service",
     )
     timers = ("appliance-content-sync.timer", "appliance-moodle-sync.timer")
     oneshots = ("appliance-content-sync.service", "appliance-moodle-sync.service")
@@ -196,10 +193,6 @@ def test_edge_units(edge):
         assert enabled(tree, timer, "timers.target"), timer
     for oneshot in oneshots:  # started by their timers only
         assert not enabled(tree, oneshot), oneshot
-    # Debian's own unbound would hold 127.0.0.1:53, the filter's port: masked.
-    for masked in ("unbound.service", "unbound-resolvconf.service"):
-        link = tree / "etc/systemd/system" / masked
-        assert link.is_symlink() and os.readlink(link) == "/dev/null", masked
     for unit in (*units, *timers, *oneshots):  # the repository's units, byte for byte
         assert (tree / "etc/systemd/system" / unit).read_bytes() == (REPO_UNITS / unit).read_bytes(), unit
         # What their Documentation= names is installed.
@@ -222,9 +215,6 @@ def test_edge_config_sections(edge):
     assert cfg.moodle.password_file == Path("/etc/appliance/secrets/moodle-password")
     assert cfg.moodle.token_file is None
     assert cfg.moodle.courses == (2, 3)
-    assert cfg.filter.enabled is True and cfg.filter.timezone == "America/Chicago"
-    (ut1,) = cfg.filter.lists
-    assert (ut1.layout, ut1.categories) == ("ut1", ("adult", "gambling", "doh"))
 
 
 def test_edge_content(edge, secrets):
@@ -269,6 +259,10 @@ def test_edge_moodle(edge, secrets):
         f"{secrets.values['vault_moodle_password']}\n"
     )
     assert not (tree / "etc/appliance/secrets/moodle-token").exists()
+    # The mirror's files are in the library's store, which may be a drive.
+    assert f"ReadWritePaths=-{CONTENT_ROOT}" in (
+        tree / "etc/systemd/system/appliance-moodle-sync.service.d/classroom-edge.conf"
+    ).read_text().splitlines()
     schedule = (tree / "etc/systemd/system/appliance-moodle-sync.timer.d/classroom-edge.conf").read_text()
     assert schedule.splitlines()[-2:] == ["OnCalendar=", "OnCalendar=*-*-* 03:00"]
     # The secret never reaches Ansible's output.
