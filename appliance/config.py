@@ -318,6 +318,11 @@ class HelperSection:
         default=("appliance:appliance-devices.service",), metadata=rule(each=_caller))
     close_service: tuple[str, ...] = field(
         default=("root", "appliance:appliance-devices.service"), metadata=rule(each=_caller))
+    # The filter's unit switches the redirect itself: ExecStopPost (on) / ExecStartPost (off).
+    dns_fallback: tuple[str, ...] = field(
+        default=("root", "appliance:appliance-filter.service"), metadata=rule(each=_caller))
+    dns_sets: tuple[str, ...] = field(
+        default=("root", "appliance:appliance-filter.service"), metadata=rule(each=_caller))
 
 
 @dataclass(frozen=True)
@@ -564,6 +569,9 @@ class FilterScheduleTable:
 class FilterSection:
     """The classroom's DNS filter (`appliance filter serve`) and the unbound behind it."""
 
+    # On: the filter answers the classroom's DNS (dnsmasq keeps DHCP and RAs only, the network's
+    # port-53 redirect points at `port`). Off: dnsmasq answers DNS, as with the network alone.
+    enabled: bool = False
     listen: tuple[str, ...] = ("0.0.0.0", "::")  # noqa: S104 - every classroom device asks it
     port: int = field(default=53, metadata=rule(_port))
     workers: int = field(default=1, metadata=rule(lambda v: _check(1 <= v <= 16, "must be 1-16")))
@@ -596,6 +604,8 @@ class FilterSection:
             if s.group not in known:
                 raise RuleError(f"schedules[{i}].group",
                                 f"unknown group {s.group!r}; groups: {', '.join(sorted(known))}")
+        if len({self.port, self.unbound_port, self.baseline_port}) < 3:
+            raise RuleError("baseline_port", "port, unbound_port and baseline_port must differ")
         for i, up in enumerate(self.upstreams):
             host, _, port = up.rpartition(":")
             if not host or not port.isdigit() or not 1 <= int(port) <= 65535:

@@ -1,26 +1,33 @@
-"""Who is asking: the two things the filter needs from the classroom network, as protocols.
+"""Who is asking, and which names are the classroom's own: what the filter takes from the
+classroom network, behind two protocols the resolver asks on its hot path.
 
 - `Identity`: the MAC of a client address (IPv4, or IPv6 including privacy addresses), or None.
-  The network capability's lease and neighbour reader (`leases.lookup(ip) -> mac`) implements
-  it; until both are merged, `KernelNeighbours` reads the kernel's neighbour table (what that
-  reader joins with dnsmasq's leases) and `StaticIdentity` serves tests.
-- `LocalAnswers`: the classroom's own names (the portal, the Pi), answered before any policy.
-  The network capability's "local answers" table implements it; `HostsAnswers` reads a
-  hosts-format file meanwhile.
+  `LeaseIdentity` is the network's lease and neighbour reader (`appliance.network.leases`:
+  dnsmasq's lease file joined with the kernel's neighbour table) behind a short cache, read again
+  when an address is not in it (at most every `miss_every` seconds: a phone's first query
+  must find the entry its ARP request just made), when the cache is older than
+  `max_age`, and when the lease file changes (then every address whose MAC changed is reported
+  to `on_change`, which the server points at `Resolver.forget_client`). `StaticIdentity` serves
+  tests.
+- `LocalAnswers`: the classroom's own names (the portal, and the probe hosts while the uplink is
+  down), answered before any policy. `NetworkAnswers` is the network's local-answers table
+  (`appliance.network.answers.local_answers`, the one table dnsmasq served before the filter),
+  switched between online and offline as the uplink's carrier changes (checked once a second).
 
-Both are asked on the hot path: implementations answer from memory and refresh on their own.
+Both answer from memory; the reads of the machine happen at most at the rates above.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
+
+from appliance.config import NetworkSection
+from appliance.network import answers, leases
 
 
 class Identity(Protocol):
@@ -47,114 +54,105 @@ class NoLocalAnswers:
         return None
 
 
-class KernelNeighbours:
-    """The kernel's neighbour table: IPv4 from /proc/net/arp (a cheap read, done again at every
-    address it does not know, at most every 10 ms), IPv6 from `ip -j -6 neigh` (privacy addresses
-    included; a process, so at most every `refresh` seconds). Both are read again when older
-    than `max_age`, so an address that moved to another device is seen within seconds.
+def _canon(ip: str) -> str | None:
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        return str(addr.ipv4_mapped)  # a v4 client on a dual-stack socket
+    return str(addr)
 
-    The kernel learns a neighbour when the device talks to the Pi (an ARP request or a neighbour
-    solicitation) or when the Pi answers it: a brand-new IPv6 privacy address may be unknown at
-    its very first query, which then gets the default group (the strictest) for a second."""
 
-    def __init__(self, refresh: float = 0.1, max_age: float = 5.0,
-                 arp: Path = Path("/proc/net/arp"),
-                 reader: Callable[[], str] | None = None) -> None:
-        self.refresh = refresh
-        self.max_age = max_age
-        self.arp = arp
-        self._reader = reader or (lambda: subprocess.run(
-            ["ip", "-j", "-6", "neigh", "show"], capture_output=True, text=True, timeout=5,
-            check=False).stdout)
-        self._v4: dict[str, str] = {}
-        self._v6: dict[str, str] = {}
-        self._read4 = self._read6 = -1e9
+class LeaseIdentity:
+    """`leases.table()` (IP -> MAC) cached; see the module docstring for when it is read again.
+
+    The kernel learns a neighbour when the device talks to the Pi: a brand-new IPv6 privacy
+    address may be unknown at its very first query, which then gets the default group (the
+    strictest) until the next read."""
+
+    def __init__(self, *, interface: str | None = None, lease_file: Path | None = None,
+                 miss_every: float = 0.02, max_age: float = 5.0,
+                 on_change: Callable[[str], None] | None = None,
+                 reader: Callable[[], dict[str, str]] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.lease_file = lease_file
+        self.miss_every, self.max_age = miss_every, max_age
+        self.on_change = on_change
+        self._reader = reader or (lambda: leases.table(interface=interface, lease_file=lease_file))
+        self.clock = clock
+        self._table: dict[str, str] = {}
+        self._read = -1e9
+        self._lease_stamp: int | None = None
+        self._stamp_checked = -1e9
         self._lock = threading.Lock()
 
-    def _reload4(self) -> None:
+    def _stamp(self) -> int | None:
         try:
-            lines = self.arp.read_text().splitlines()[1:]
+            return self.lease_file.stat().st_mtime_ns if self.lease_file else None
         except OSError:
-            return
-        table = {}
-        for line in lines:
-            parts = line.split()
-            # IP address, HW type, Flags (0x0: incomplete), HW address, Mask, Device
-            if len(parts) >= 4 and parts[2] != "0x0" and parts[3] != "00:00:00:00:00:00":
-                table[parts[0]] = parts[3].lower()
-        self._v4 = table
+            return None
 
-    def _reload6(self) -> None:
-        try:
-            entries = json.loads(self._reader() or "[]")
-        except (ValueError, OSError, subprocess.SubprocessError):
-            return
-        table = {}
-        for e in entries:
-            mac, dst = e.get("lladdr"), e.get("dst")
-            if mac and dst and "FAILED" not in e.get("state", []):
-                table[str(ipaddress.ip_address(dst))] = mac.lower()
-        self._v6 = table
+    def _lease_changed(self, now: float) -> bool:
+        if self.lease_file is None or now - self._stamp_checked < 0.5:
+            return False
+        self._stamp_checked = now
+        return self._stamp() != self._lease_stamp
+
+    def reload(self) -> None:
+        """Read both sources now; tell `on_change` of every address whose MAC changed."""
+        self._lease_stamp = self._stamp()
+        new = self._reader()
+        old, self._table = self._table, new
+        self._read = self.clock()
+        if self.on_change is not None:
+            for ip in {ip for ip, mac in old.items() if new.get(ip) != mac}:
+                self.on_change(ip)
 
     def lookup(self, ip: str) -> str | None:
-        try:
-            addr = ipaddress.ip_address(ip.split("%", 1)[0])
-        except ValueError:
-            return None
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        key = str(addr)
-        v4 = addr.version == 4
-        now = time.monotonic()
-        age = now - (self._read4 if v4 else self._read6)
-        mac = (self._v4 if v4 else self._v6).get(key)
-        if mac is not None and age < self.max_age:
+        now = self.clock()
+        changed = self._lease_changed(now)
+        mac = self._table.get(ip)  # the server's addresses are canonical already: no parsing
+        if mac is not None and now - self._read < self.max_age and not changed:
             return mac
-        with self._lock:
-            if v4 and now - self._read4 >= 0.01:
-                self._read4 = now
-                self._reload4()
-            elif not v4 and now - self._read6 >= self.refresh:
-                self._read6 = now
-                self._reload6()
-        return (self._v4 if v4 else self._v6).get(key)
+        key = _canon(ip)
+        if key is None or key.startswith("127.") or key == "::1":
+            return None  # the Pi itself: never in the neighbour table
+        mac = self._table.get(key)
+        age = now - self._read
+        if age >= self.max_age or changed or (mac is None and age >= self.miss_every):
+            with self._lock:
+                if self._read < now:  # not read by another thread meanwhile
+                    self.reload()
+            mac = self._table.get(key)
+        return mac
 
 
-class HostsAnswers:
-    """Local names from a hosts-format file (`192.0.2.1 portal.classroom portal`), re-read when
-    it changes (checked at most once a second)."""
+class NetworkAnswers:
+    """The network's local-answers table for the uplink's current state."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._names: dict[str, list[str]] = {}
-        self._stamp: float | None = None
+    def __init__(self, net: NetworkSection,
+                 online: Callable[[], bool] | None = None, every: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.net = net
+        self._online = online or (lambda: answers.uplink_online(net.uplink))
+        self.every, self.clock = every, clock
         self._checked = -1e9
+        self.online: bool | None = None
+        self._names: dict[str, list[str]] = {}
 
-    def _maybe_reload(self) -> None:
-        now = time.monotonic()
-        if now - self._checked < 1.0:
-            return
-        self._checked = now
-        try:
-            stamp = self.path.stat().st_mtime
-        except OSError:
-            self._names = {}
-            return
-        if stamp == self._stamp:
+    def _refresh(self) -> None:
+        online = self._online()
+        if online == self.online:
             return
         names: dict[str, list[str]] = {}
-        for line in self.path.read_text(errors="replace").splitlines():
-            parts = line.split("#", 1)[0].split()
-            if len(parts) < 2:
-                continue
-            try:
-                addr = str(ipaddress.ip_address(parts[0]))
-            except ValueError:
-                continue
-            for n in parts[1:]:
-                names.setdefault(n.lower().rstrip("."), []).append(addr)
-        self._names, self._stamp = names, stamp
+        for a in answers.local_answers(self.net, online=online):
+            names.setdefault(a.name.lower().rstrip("."), []).append(a.address)
+        self._names, self.online = names, online
 
     def addresses(self, name: str) -> list[str] | None:
-        self._maybe_reload()
+        now = self.clock()
+        if now - self._checked >= self.every:
+            self._checked = now
+            self._refresh()
         return self._names.get(name)

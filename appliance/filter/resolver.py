@@ -96,7 +96,7 @@ class Resolver:
                  local: LocalAnswers | None = None, clock: Callable[[], float] = time.time,
                  trusted: Callable[[], bool] = lambda: True, cache_size: int = 20000,
                  monotonic: Callable[[], float] = time.monotonic,
-                 block_page: tuple[str, ...] = ()) -> None:
+                 block_page: tuple[str, ...] = (), walled: tuple[str, ...] = ()) -> None:
         self.policy = policy
         self._matcher = matcher
         self._state = state
@@ -115,6 +115,12 @@ class Resolver:
         # Names of the `doh` category asked for since the server last looked: it resolves them
         # itself so the network can reject port 443 to their addresses.
         self.doh_names: set[str] = set()
+        # The walled garden (`[network] walled_garden`, reachable before a phone is accepted):
+        # every address upstream gives one of these names (or a subdomain), with when it was
+        # last given, for the network helper's walled sets (what dnsmasq's nftset= did).
+        self.walled = tuple(w.lower().rstrip(".") for w in walled)
+        self.walled_addresses: dict[str, float] = {}
+        self.walled_changed = False
         self.hits = 0
         self.misses = 0
         self.snap = self._build(policy)
@@ -219,6 +225,8 @@ class Resolver:
         except wire.WireError:
             return wire.response(q, wire.SERVFAIL, ede=(wire.EDE_OTHER, "bad upstream answer"))
         entry = self._store(fwd, response, msg)
+        if self.walled:
+            self._note_walled(q.name.lower(), msg)
         snap = self.snap
         if fwd.target:
             return self._rewritten(q, fwd, msg, response, entry)
@@ -234,6 +242,17 @@ class Resolver:
                                    fwd.decision.ttl_cap), fwd.tcp)
 
     # -- pieces --------------------------------------------------------------------------------
+    def _note_walled(self, name: str, msg: wire.Message) -> None:
+        if not any(name == w or name.endswith("." + w) for w in self.walled):
+            return
+        now = self.monotonic()
+        for r in msg.answers:
+            if r.rtype in (wire.A, wire.AAAA) and len(r.rdata) in (4, 16):
+                addr = str(ipaddress.ip_address(r.rdata))
+                if addr not in self.walled_addresses:
+                    self.walled_changed = True
+                self.walled_addresses[addr] = now
+
     def _store(self, fwd: Forward, response: bytes, msg: wire.Message) -> _Entry | None:
         if msg.flags & wire.TC or msg.rcode not in (wire.NOERROR, wire.NXDOMAIN):
             return None

@@ -10,7 +10,11 @@ an asyncio datagram endpoint for this work, see docs/performance.md):
 - housekeeping: upstream timeouts (SERVFAIL after `upstream_timeout`), policy/state/list/clock
   refresh once a second, statistics to SQLite, the systemd watchdog, and the addresses of the
   DoH resolvers clients asked for (names of the `doh` category, resolved by us although the
-  client got NXDOMAIN) written to `doh_file` for the network's port-443 reject set.
+  client got NXDOMAIN) written to `doh_file` for the network's port-443 reject set, and the
+  addresses of the walled-garden names written to `walled_file` (`appliance.network.dnssets`:
+  the network helper loads both into its sets). A walled-garden answer with an address not
+  yet published waits for `publish_walled` (file written, the helper asked to load it now):
+  the phone connects right after its lookup, which must not meet the captive redirect.
 
 A client sending more than `rate_limit` queries a second (after a burst of `rate_burst`) has the
 rest dropped, so a flood from one device does not starve the others.
@@ -34,12 +38,14 @@ from pathlib import Path
 from appliance.config import FilterSection
 from appliance.filter import wire
 from appliance.filter.resolver import Forward, Resolver
+from appliance.network import dnssets
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 20000
 DOH_REFRESH_S = 300.0  # a DoH name is resolved again at most this often
 DOH_KEEP_S = 3600.0  # its addresses stay in the reject list at least this long
+WALLED_KEEP_S = 86400.0  # a walled-garden address stays this long after upstream last gave it
 TCP_IDLE_S = 10.0
 TCP_MAX_CLIENTS = 64
 
@@ -99,7 +105,9 @@ class Server:
     port is taken) and starts the threads; `stop()` ends them."""
 
     def __init__(self, section: FilterSection, resolver: Resolver, *,
-                 on_tick: Callable[[], None] | None = None, doh_file: Path | None = None) -> None:
+                 on_tick: Callable[[], None] | None = None, doh_file: Path | None = None,
+                 walled_file: Path | None = None,
+                 publish_walled: Callable[[Path, dict[str, float]], None] | None = None) -> None:
         self.section = section
         self.resolver = resolver
         self.on_tick = on_tick
@@ -117,6 +125,10 @@ class Server:
         self.servfails = 0
         self._tcp_clients = threading.BoundedSemaphore(TCP_MAX_CLIENTS)
         self.doh_file = doh_file
+        self.walled_file = walled_file
+        self.publish_walled = publish_walled or (lambda path, addrs: dnssets.write(path, addrs))
+        self._walled_written = 0.0
+        self._walled_lock = threading.Lock()
         self.doh_addresses: dict[str, float] = {}  # address -> until (monotonic)
         self._doh_asked: dict[str, float] = {}  # name -> when last resolved
         self._doh_busy = threading.Lock()
@@ -240,6 +252,8 @@ class Server:
             self.servfails += 1
         try:
             out = self.resolver.complete(p.fwd, response)
+            if self.resolver.walled_changed:
+                self._walled_tick(time.monotonic())
         except Exception:
             log.exception("completing an upstream answer")
             return
@@ -303,6 +317,8 @@ class Server:
                     return
                 if not isinstance(out, bytes):
                     out = self.resolver.complete(out, self.query_upstream(out.data))
+                    if self.resolver.walled_changed:
+                        self._walled_tick(time.monotonic())
                 conn.sendall(struct.pack("!H", len(out)) + out)
         except (OSError, ValueError):
             return
@@ -352,6 +368,7 @@ class Server:
                 expired = [self.pending.pop(k) for k in late]
             for p in expired:
                 self._reply(p, None)
+            self._walled_tick(now)
             if now - last_refresh >= 1.0:
                 last_refresh = now
                 try:
@@ -366,6 +383,20 @@ class Server:
                                     if t.name != "filter-_housekeeping"):
                     sd_notify("WATCHDOG=1")
 
+
+    def _walled_tick(self, now: float) -> None:
+        r = self.resolver
+        if self.walled_file is None or not (r.walled_changed or now - self._walled_written > 600):
+            return
+        with self._walled_lock:
+            r.walled_changed = False
+            self._walled_written = now
+            r.walled_addresses = {a: t for a, t in r.walled_addresses.items()
+                                  if now - t < WALLED_KEEP_S}
+            try:
+                self.publish_walled(self.walled_file, dict(r.walled_addresses))
+            except OSError as exc:
+                log.error("could not publish %s: %s", self.walled_file, exc)
 
     # -- DoH endpoints -------------------------------------------------------------------------
     def _doh_tick(self) -> None:
@@ -399,10 +430,7 @@ class Server:
                             self.doh_addresses[addr] = now + max(r.ttl, DOH_KEEP_S)
             self.doh_addresses = {a: u for a, u in self.doh_addresses.items() if u > now}
             assert self.doh_file is not None
-            tmp = self.doh_file.with_name(f".{self.doh_file.name}.tmp")
-            tmp.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text("".join(f"{a}\n" for a in sorted(self.doh_addresses)))
-            os.replace(tmp, self.doh_file)
+            dnssets.write(self.doh_file, self.doh_addresses)
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes | None:

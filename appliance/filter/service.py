@@ -2,8 +2,14 @@
 call, each a function of (Config, ...): `serve`, `start_exam`, `stop_exam`, `add_override`,
 `explain`, `update_lists`, `show_lists`, `unbound_config`.
 
-Paths, under `[appliance] state_dir`: `filter/lists.bin` (the compiled lists), `filter/local-hosts`
-(local answers until the network capability provides its table), `appliance.db` (state).
+Paths, under `[appliance] state_dir`: `filter/lists.bin` (the compiled lists),
+`filter/doh-addresses` and `filter/walled-addresses` (for the network helper's sets,
+`appliance.network.dnssets`), `appliance.db` (state).
+
+With `[filter] enabled` the filter is wired to the classroom network: devices are identified by
+the network's lease and neighbour reader on `[network] interface`, and the network's local
+answers are honoured. Without it (a filter tried alone) every interface's neighbours count and
+there are no local answers.
 """
 
 from __future__ import annotations
@@ -28,10 +34,17 @@ from appliance import config as config_module
 from appliance.clock import ClockTrust, default_probe
 from appliance.config import Config, ConfigError
 from appliance.filter import lists, policy, unbound
-from appliance.filter.identity import HostsAnswers, Identity, KernelNeighbours, LocalAnswers
+from appliance.filter.identity import (
+    Identity,
+    LeaseIdentity,
+    LocalAnswers,
+    NetworkAnswers,
+    NoLocalAnswers,
+)
 from appliance.filter.resolver import Resolver
 from appliance.filter.server import Server, sd_notify
 from appliance.filter.state import Store
+from appliance.network import dnssets, leases
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +62,23 @@ def lists_path(cfg: Config) -> Path:
 def doh_path(cfg: Config) -> Path:
     """Addresses of the DoH resolvers clients asked for, one per line (rewritten atomically):
     what the network helper loads into the set whose port 443 it rejects."""
-    return filter_dir(cfg) / "doh-addresses"
+    return dnssets.path(cfg, dnssets.DOH)
+
+
+def walled_path(cfg: Config) -> Path:
+    """Addresses the walled-garden names resolved to, for the helper's walled sets."""
+    return dnssets.path(cfg, dnssets.WALLED)
+
+
+def identity_for(cfg: Config, on_change: Callable[[str], None] | None = None) -> LeaseIdentity:
+    """The network's lease and neighbour reader for this configuration (see the docstring)."""
+    wired = cfg.filter.enabled
+    return LeaseIdentity(interface=cfg.network.interface if wired else None,
+                         lease_file=leases.lease_file(cfg) if wired else None, on_change=on_change)
+
+
+def local_answers_for(cfg: Config) -> LocalAnswers:
+    return NetworkAnswers(cfg.network) if cfg.filter.enabled else NoLocalAnswers()
 
 
 def policy_hash(cfg: Config) -> str:
@@ -88,10 +117,13 @@ def build_resolver(cfg: Config, store: Store, *, identity: Identity | None = Non
         trusted = trust.trusted
     resolver = Resolver(
         load_policy(cfg, store), matcher=working.current, state=_StateCache(store),
-        identity=identity or KernelNeighbours(),
-        local=local or HostsAnswers(filter_dir(cfg) / "local-hosts"),
+        identity=identity, local=local or local_answers_for(cfg),
         clock=clock, trusted=trusted, cache_size=cfg.filter.cache_size,
-        block_page=cfg.filter.block_page)
+        block_page=cfg.filter.block_page,
+        walled=cfg.network.walled_garden if cfg.filter.enabled else ())
+    if identity is None:
+        # A lease that moved an address to another device: its group is asked again at once.
+        resolver.identity = identity_for(cfg, on_change=resolver.forget_client)
     return resolver, working
 
 
@@ -230,7 +262,17 @@ def serve_one(cfg: Config, stop: threading.Event, *, identity: Identity | None =
         stats()
         follower()
 
-    server = Server(cfg.filter, resolver, on_tick=tick, doh_file=doh_path(cfg))
+    refused: list[bool] = []
+
+    def publish_walled(path: Path, addresses: dict[str, float]) -> None:
+        if not dnssets.publish(cfg, path, addresses) and not refused:
+            refused.append(True)
+            log.warning("the network helper did not load %s at once (down, or [network.helper] "
+                        "dns_sets does not list this unit); it reloads it within a second", path)
+
+    server = Server(cfg.filter, resolver, on_tick=tick, doh_file=doh_path(cfg),
+                    walled_file=walled_path(cfg) if cfg.filter.enabled else None,
+                    publish_walled=publish_walled)
     server.bind()
     server.start()
 
@@ -344,7 +386,7 @@ def explain(cfg: Config, domain: str, *, device: str | None = None, group: str |
             mac = None
         if mac is None:
             ip = device
-            mac = (identity or KernelNeighbours()).lookup(device)
+            mac = (identity or identity_for(cfg)).lookup(device)
     trust = ClockTrust(cfg.appliance.state_dir, sync_probe=default_probe(cfg.agent.clock_source))
     out = policy.explain(pol, store.load(), domain, lambda n: m.names(m.mask(n)), now,
                          trust.trusted() or at is not None, group=group, mac=mac, ip=ip)

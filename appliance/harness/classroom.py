@@ -213,10 +213,11 @@ class Phone:
 
     def dhcp(self, *, timeout: float = 10.0, hostname: str | None = None,
              vendor_class: str | None = None, request: tuple[int, ...] = (),
-             send: tuple[str, ...] = ()) -> Lease:
+             send: tuple[str, ...] = (), address: str | None = None) -> Lease:
         """Take a DHCPv4 lease with busybox udhcpc (one shot: it exits once bound, the address
         stays). `request` adds options to the parameter list (udhcpc orders it numerically),
-        `send` adds `-x OPT:VAL`. Raises ClassroomError if no lease came within `timeout`."""
+        `send` adds `-x OPT:VAL`, `address` asks for that address (option 50; the server may
+        give another). Raises ClassroomError if no lease came within `timeout`."""
         lease_file = self.state / "lease.env"
         for old in (lease_file, lease_file.with_suffix(".env.failed")):
             old.unlink(missing_ok=True)
@@ -231,6 +232,8 @@ class Phone:
             cmd += ["-O", str(option)]
         for value in send:
             cmd += ["-x", value]
+        if address:
+            cmd += ["-r", address]
         env = {**_clean_env(), "CLASSROOM_RESOLV": str(self.resolv_conf),
                "CLASSROOM_LEASE": str(lease_file)}
         proc = subprocess.run([*self.ns.exec_prefix(), *cmd], capture_output=True, text=True,

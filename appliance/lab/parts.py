@@ -46,12 +46,14 @@ def appliance_command() -> list[str]:
 
 @dataclass
 class Service:
-    """One process of ours the lab runs; `ready_url` answers 200 once it serves."""
+    """One process of ours the lab runs; `ready_url` answers 200 once it serves (or, for what
+    does not speak HTTP, `ready` returns True)."""
 
     name: str
     args: list[str]
     log: Path
     ready_url: str | None = None
+    ready: Callable[[], bool] | None = None
     stop_order: int = STOP_CONSOLE
     netns: str | None = None
     proc: subprocess.Popen[bytes] | None = None

@@ -18,6 +18,7 @@ from appliance.config import load as load_config
 from appliance.console.lab import ConsolePart
 from appliance.content.lab import ContentPart
 from appliance.devices.lab import DevicesPart
+from appliance.filter.lab import FilterPart
 from appliance.fleet.broker import port_open
 from appliance.fleet.lab import FleetPart
 from appliance.lab.parts import (
@@ -37,8 +38,9 @@ from appliance.portal.lab import PortalPart
 # Every capability's part, in start order (a part may use facts of the parts before it); a new
 # capability adds its part here. The classroom comes last: it moves the first appliance's
 # portal and agent into its Pi namespace, changing what the parts before it configured.
+# The filter after the network: it uses the classroom the network part builds.
 PARTS: tuple[PartFactory, ...] = (FleetPart, ConsolePart, PortalPart, ContentPart, MoodlePart,
-                                   DevicesPart, NetworkPart)
+                                   DevicesPart, NetworkPart, FilterPart)
 
 __all__ = ["PARTS", "Lab", "LabError"]
 
@@ -112,14 +114,15 @@ class Lab:
                 )
         deadline = time.monotonic() + 30
         for service in ctx.services:
-            if service.ready_url is None:
+            if service.ready_url is None and service.ready is None:
                 continue
-            while not _http_ok(service.ready_url):
+            while not (service.ready() if service.ready is not None
+                       else _http_ok(str(service.ready_url))):
                 if service.proc is not None and service.proc.poll() is not None:
                     raise LabError(f"{service.name} exited at start; see {service.log}")
                 if time.monotonic() > deadline:
-                    raise LabError(f"{service.name} did not answer {service.ready_url}; "
-                                   f"see {service.log}")
+                    raise LabError(f"{service.name} did not answer "
+                                   f"{service.ready_url or 'its readiness check'}; see {service.log}")
                 time.sleep(0.1)
 
     def stop(self) -> None:

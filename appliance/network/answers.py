@@ -1,8 +1,10 @@
 """The local answers: names the classroom DNS must answer itself, whichever DNS serves it.
 
-Until the filter issue lands, dnsmasq serves the classroom's DNS and reads these from an
-addn-hosts file (re-read on SIGHUP, `dns-reload`); the filter takes port 53 over later and must
-honour the same table. Pure: callers pass the configuration and whether the uplink is up.
+dnsmasq reads them from an addn-hosts file (re-read on SIGHUP, `dns-reload`) while it serves the
+classroom's DNS; with `[filter] enabled` the filter serves it and builds the same table with
+`local_answers()`. Pure but for `uplink_online()` (the one fact deciding which table
+applies, read by the helper and the filter alike): callers pass the configuration and whether
+the uplink is up.
 
 Names in the table are answered only from it (no forwarding for them, `servers_file`).
 
@@ -16,9 +18,20 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 
 from appliance.config import NetworkSection
 from appliance.network import probes
+
+SYS_CLASS_NET = Path("/sys/class/net")
+
+
+def uplink_online(uplink: str, sys_class_net: Path = SYS_CLASS_NET) -> bool:
+    """Whether the uplink has carrier (a cable, a link partner); what decides online answers."""
+    try:
+        return (sys_class_net / uplink / "carrier").read_text().strip() == "1"
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)

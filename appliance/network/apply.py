@@ -24,7 +24,8 @@ from typing import Protocol
 
 from appliance.config import Config, ConfigError
 from appliance.network import nft, render
-from appliance.network.helperd import uplink_online, write_atomic
+from appliance.network.answers import uplink_online
+from appliance.network.helperd import write_atomic
 from appliance.secretfiles import read_secret
 
 SYS_NET = Path("/sys/class/net")

@@ -99,6 +99,17 @@ def sessions_revoke(cfg: Config, out: Output, mac: str) -> None:
     out.emit(_call(cfg, "session-revoke", mac=mac.lower()), lambda d: f"revoked {d['mac']}")
 
 
+@network.command("dns-fallback")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@json_option
+@pass_config
+def dns_fallback(cfg: Config, out: Output, state: str) -> None:
+    """Point the classroom's DNS at the baseline unbound (on) or the filter (off)."""
+    out.emit(_call(cfg, "dns-fallback", state=state),
+             lambda d: f"classroom DNS -> {'baseline unbound' if d['fallback'] else 'filter'} "
+                       f"(port {d['port']})")
+
+
 def _call(cfg: Config, verb: str, **args: str) -> Any:
     from appliance.network.client import HelperError, call
 

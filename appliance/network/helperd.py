@@ -12,6 +12,14 @@ A background loop every `TICK` seconds: deletes expired sessions from the databa
 into the kernel's sets any session missing there (after a start, a reboot, a ruleset reload);
 adds new addresses (IPv6 privacy addresses) of accepted MACs; and switches the local answers
 between online and offline when the uplink's carrier changes (then SIGHUPs dnsmasq).
+
+When the filter answers the classroom's DNS (`[filter] enabled`), a second loop every
+`WATCH_TICK` seconds loads the filter's address files (`dnssets`: DoH resolvers, walled garden)
+into their sets when they change, and checks the filter's health once a second (a DNS query to
+its port): after `HEALTH_FAILURES` unanswered checks in a row it points the port-53 redirect at
+the baseline unbound, and back when the filter answers again. The verb `dns-fallback on` holds
+the baseline until `dns-fallback off` (the filter's unit calls them at once: ExecStopPost,
+ExecStartPost; an admin may too); while held, the health check does not switch back.
 """
 
 from __future__ import annotations
@@ -19,30 +27,31 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import signal
 import socket
 import socketserver
 import struct
+import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from appliance.network import leases, nft, render, sessions, verbs
+from appliance.network import dnssets, leases, nft, render, sessions, verbs
+from appliance.network.answers import uplink_online
 from appliance.network.verbs import Caller, Refused, Request
 
 log = logging.getLogger("appliance.network.helper")
 TICK = 2.0
-SYS_CLASS_NET = Path("/sys/class/net")
-
-
-def uplink_online(uplink: str, sys_class_net: Path = SYS_CLASS_NET) -> bool:
-    """Whether the uplink has carrier (a cable, a link partner); what decides online answers."""
-    try:
-        return (sys_class_net / uplink / "carrier").read_text().strip() == "1"
-    except OSError:
-        return False
+WATCH_TICK = 0.25
+HEALTH_EVERY = 1.0
+HEALTH_TIMEOUT = 0.5
+HEALTH_FAILURES = 2
+# At most this many addresses a set takes from one file (a runaway file cannot fill the kernel).
+MAX_SET_ADDRESSES = 20000
 
 
 def ensure_proxy_arp(interface: str, proc_sys: Path = Path("/proc/sys/net/ipv4/conf")) -> None:
@@ -70,6 +79,31 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def health_query(name: str, ident: int) -> bytes:
+    """A DNS query for `name` (type A, RD), built by hand: the network does not need the
+    filter's wire module to ask whether something answers on a port."""
+    labels = b"".join(bytes([len(p)]) + p.encode("ascii") for p in name.rstrip(".").split(".") if p)
+    return struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack("!HH", 1, 1)
+
+
+def dns_answers(host: str, port: int, name: str, timeout: float = HEALTH_TIMEOUT) -> bool:
+    """Whether a DNS server on host:port answers a query for `name` (any answer counts)."""
+    ident = int.from_bytes(os.urandom(2), "big")
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.sendto(health_query(name, ident), (host, port))
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                data = sock.recv(4096)
+                if len(data) >= 12 and int.from_bytes(data[:2], "big") == ident and data[2] & 0x80:
+                    return True
+        except OSError:
+            return False
+    return False
 
 
 def hostapd_stations(ctrl_path: Path, timeout: float = 2.0) -> list[str]:
@@ -106,6 +140,13 @@ class Helper:
         self.lock = threading.Lock()
         self.logged: set[tuple[int, str | None, str]] = set()
         self.online: bool | None = None
+        self.ports = render.filter_ports(cfg)
+        # The redirect's state as the helper last set or found it (None: not known yet).
+        self.fallback: bool | None = None
+        self.held = False  # `dns-fallback on` was asked for: stays until `dns-fallback off`
+        self.failures = 0
+        self.last_health = 0.0
+        self.set_stamps: dict[str, float | None] = {}
         self.subnets = [ipaddress.ip_interface(self.net.ipv4).network]
         if self.net.ipv6:
             self.subnets.append(ipaddress.ip_interface(self.net.ipv6).network)
@@ -153,6 +194,12 @@ class Helper:
                                      int(args["seconds"]))
         if request.verb == "close-service":
             return self.close_service(args["from_mac"], args["to_mac"])
+        if request.verb == "dns-fallback":
+            self._filter_ports()
+            self.held = args["state"] == "on"
+            return self.dns_fallback(self.held)
+        if request.verb == "dns-sets":
+            return self.load_sets(force=True)
         return self.dns_reload()
 
     # -- verbs ----------------------------------------------------------------------------------
@@ -266,6 +313,80 @@ class Helper:
         sessions.delete_share(self.db, from_mac, to_mac)
         log.info("service closed: %s -> %s", from_mac, to_mac)
         return {"from_mac": from_mac, "to_mac": to_mac, "closed": True}
+    def _filter_ports(self) -> render.FilterPorts:
+        if self.ports is None:
+            raise Refused("the filter does not answer the classroom's DNS ([filter] enabled = false)")
+        return self.ports
+
+    def dns_fallback(self, on: bool) -> dict[str, Any]:
+        """Point the classroom's port 53 at the baseline unbound (`on`) or the filter."""
+        ports = self._filter_ports()
+        port = ports.baseline_port if on else ports.port
+        nft.run(render.dns_fallback_script(self.net, port))
+        if on != self.fallback:
+            log.warning("classroom DNS -> %s (port %d)", "baseline unbound" if on else "filter", port)
+        self.fallback = on
+        self.failures = 0
+        return {"fallback": on, "port": port, "held": self.held}
+
+    def redirect_port(self) -> int | None:
+        """The port the kernel's redirect points at now (None: no such chain)."""
+        result = subprocess.run(["nft", "list", "chain", "inet", render.TABLE, render.DNS_CHAIN],
+                                capture_output=True, text=True, timeout=10, check=False)
+        if result.returncode != 0:
+            return None
+        ports = {int(p) for p in re.findall(r"dnat ip6? to \S+:(\d+)", result.stdout)}
+        return ports.pop() if len(ports) == 1 else None
+
+    def load_sets(self, force: bool = False) -> dict[str, Any]:
+        """Load the filter's address files into their sets if they changed (or `force`)."""
+        self._filter_ports()
+        loaded: dict[str, Any] = {}
+        for name, prefix in ((dnssets.DOH, "doh"), (dnssets.WALLED, "walled")):
+            path = dnssets.path(self.cfg, name)
+            try:
+                stamp: float | None = path.stat().st_mtime_ns
+            except OSError:
+                stamp = None
+            if not force and self.set_stamps.get(name, -1) == stamp:
+                continue
+            v4, v6 = dnssets.read(path)
+            script = []
+            for family, addrs in (("v4", v4), ("v6", v6)):
+                script.append(f"flush set inet {render.TABLE} {prefix}_{family}")
+                timeout = render.DOH_TIMEOUT if prefix == "doh" else render.WALLED_TIMEOUT
+                items = ", ".join(f"{a} timeout {timeout}" for a in addrs[:MAX_SET_ADDRESSES])
+                if items:
+                    script.append(f"add element inet {render.TABLE} {prefix}_{family} {{ {items} }}")
+            nft.run("\n".join(script) + "\n")
+            self.set_stamps[name] = stamp
+            loaded[prefix] = len(v4) + len(v6)
+        return {"loaded": loaded}
+
+    def watch(self, now: float) -> None:
+        """One turn of the filter's loop (see the module docstring): address files, health."""
+        if self.ports is None or not nft.table_exists():
+            return
+        with self.lock:
+            if not nft.table_exists():
+                return
+            if self.fallback is None:
+                self.fallback = self.redirect_port() == self.ports.baseline_port
+            self.load_sets()
+        if now - self.last_health < HEALTH_EVERY:
+            return
+        self.last_health = now
+        alive = dns_answers(self.ports.health_host, self.ports.port, self.net.portal_name)
+        with self.lock:
+            self.failures = 0 if alive else self.failures + 1
+            if alive and self.fallback and not self.held:
+                self.dns_fallback(False)
+            elif self.failures >= HEALTH_FAILURES and not self.fallback:
+                self.dns_fallback(True)
+            elif (self.held or not alive) and self.fallback and \
+                    self.redirect_port() != self.ports.baseline_port:
+                # A ruleset reload (`apply`) put the filter's port back meanwhile.
+                self.dns_fallback(True)
 
     # -- the loop -------------------------------------------------------------------------------
     def tick(self) -> None:
@@ -350,6 +471,16 @@ def serve(cfg: Config, stop: threading.Event) -> None:
                               daemon=True)
     thread.start()
     log.info("network helper listening on %s", path)
+
+    def watcher() -> None:
+        while not stop.is_set():
+            try:
+                helper.watch(time.monotonic())
+            except (nft.NftError, OSError, subprocess.SubprocessError) as exc:
+                log.error("DNS watch failed: %s", exc)
+            stop.wait(WATCH_TICK)
+
+    threading.Thread(target=watcher, daemon=True, name="helper-dns-watch").start()
     try:
         while not stop.is_set():
             try:

@@ -73,6 +73,9 @@ class PiNetwork:
     # The helper's socket folder; default `<directory>/run`. Tests that call the helper as an
     # unprivileged user put it where that user can reach it.
     run_dir: Path | None = None
+    # More sections of the appliance's configuration (another capability on this Pi, e.g. the
+    # filter's `[filter]`, which makes `apply` leave DNS to it).
+    extra: Sections = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
 
     # -- configuration -------------------------------------------------------------------------
@@ -126,7 +129,7 @@ class PiNetwork:
                 "portal": self.portal_section(), "network": self.network_section(),
                 # dnsmasq's DHCP hook (the device inventory's) writes its lines here.
                 "devices": {"spool_dir": str(self.spool_dir)},
-                "content": {"root": str(self.directory / "content")}}
+                "content": {"root": str(self.directory / "content")}, **self.extra}
 
     def write_config(self) -> Path:
         (self.directory / "content").mkdir(parents=True, exist_ok=True)

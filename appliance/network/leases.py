@@ -5,6 +5,8 @@ A documented function others call (the filter and devices capabilities, the help
     from appliance.network import leases
     leases.lookup("10.42.0.23", interface="wlan0")   # -> "02:5e:aa:00:00:01" or None
     leases.devices(interface="wlan0", lease_file=...) # -> [Device(mac, ips, hostname), ...]
+    leases.lease_file(cfg)                            # dnsmasq's lease file for this config
+    leases.table(interface="wlan0", lease_file=...)   # -> {ip: mac} of everyone, in one read
 
 The neighbour table (`ip -j neigh`) is the live truth and covers IPv6, SLAAC and privacy
 addresses, which DHCP never sees; the lease file adds DHCPv4 clients not heard from lately and
@@ -19,6 +21,9 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from appliance.config import Config
+from appliance.network import render
 
 # Neighbour states that do not vouch for a MAC.
 _UNUSABLE = {"FAILED", "INCOMPLETE", "NONE"}
@@ -123,3 +128,16 @@ def addresses_of(mac: str, *, interface: str | None = None,
 def devices(*, interface: str | None = None, lease_file: Path | None = None) -> list[Device]:
     """Every client the Pi knows of on `interface`."""
     return merge(neighbours(interface), read_leases(lease_file))
+
+
+def lease_file(cfg: Config) -> Path:
+    """dnsmasq's lease file (`dnsmasq.leases` in `[network] render_dir`)."""
+    return render.render_dir(cfg) / render.LEASES
+
+
+def table(*, interface: str | None = None, lease_file: Path | None = None) -> dict[str, str]:
+    """IP -> MAC of every client, from one read of each source; the neighbour table wins over a
+    lease (a lease can outlive the device that held the address)."""
+    found = {ip: mac for ip, mac, _ in read_leases(lease_file)}
+    found.update(dict(neighbours(interface)))
+    return found

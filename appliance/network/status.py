@@ -6,7 +6,7 @@ from typing import Any
 
 from appliance.config import Config
 from appliance.network import leases, nft, render, sessions
-from appliance.network.helperd import uplink_online
+from appliance.network.answers import uplink_online
 
 
 def collect(cfg: Config) -> dict[str, Any]:

@@ -16,8 +16,8 @@ import sqlite_utils
 from appliance.config import Config
 from appliance.fleet.summaries import N_, Field, SummarySpec, Value
 from appliance.network import leases, render, sessions
+from appliance.network.answers import SYS_CLASS_NET, uplink_online
 from appliance.network.client import HelperError, call
-from appliance.network.helperd import SYS_CLASS_NET, uplink_online
 
 SUMMARY = SummarySpec(
     "network",

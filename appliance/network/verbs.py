@@ -33,12 +33,15 @@ VERBS: dict[str, tuple[tuple[str, ...], str]] = {
     "dns-reload": ((), "dns_reload"),
     "open-service": (("from_mac", "to_mac", "ports", "seconds"), "open_service"),
     "close-service": (("from_mac", "to_mac"), "close_service"),
+    "dns-fallback": (("state",), "dns_fallback"),
+    "dns-sets": ((), "dns_sets"),
 }
 # open-service: at most this many port entries, and seconds within these bounds (the caller
 # renews; the kernel drops an opening nobody renewed).
 MAX_PORTS = 16
 MIN_SHARE_SECONDS, MAX_SHARE_SECONDS = 60, 86400
 _PORT_ENTRY = re.compile(r"(tcp|udp):([0-9]{1,5})(?:-([0-9]{1,5}))?")
+FALLBACK_STATES = ("on", "off")
 
 
 class Refused(Exception):
@@ -106,6 +109,10 @@ def _check_arg(verb: str, name: str, value: str) -> str:
                 not MIN_SHARE_SECONDS <= int(value) <= MAX_SHARE_SECONDS:
             raise Refused(f"{verb}: seconds must be {MIN_SHARE_SECONDS}-{MAX_SHARE_SECONDS}")
         return str(int(value))
+    if name == "state":
+        if value not in FALLBACK_STATES:
+            raise Refused(f"{verb}: state is on or off")
+        return value
     raise Refused(f"{verb}: unknown argument")  # pragma: no cover - VERBS lists every argument
 
 

@@ -9,6 +9,7 @@ from flask import Flask
 from appliance import paths
 from appliance.config import Config
 from appliance.content import portal_views as library_views
+from appliance.filter import portal_views as filter_views
 from appliance.i18n import install_i18n
 from appliance.moodle import portal_views as moodle_views
 from appliance.network import portal_views as network_views
@@ -16,7 +17,7 @@ from appliance.portal import landing
 from appliance.websecurity import install_security
 
 # Each capability of the portal is a blueprint; a new one is added to this list.
-BLUEPRINTS = (landing.bp, library_views.bp, network_views.bp, moodle_views.bp)
+BLUEPRINTS = (landing.bp, library_views.bp, network_views.bp, moodle_views.bp, filter_views.bp)
 # Languages the portal offers (each but English has a catalog in web/translations; docs/i18n.md).
 LANGUAGES = ("en", "ru", "udm")
 

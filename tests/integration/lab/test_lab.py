@@ -149,6 +149,11 @@ def test_lab_with_a_classroom_puts_a_phone_behind_the_portal_and_cleans_up(tmp_p
         assert curl("-X", "POST", "-H", "Origin: http://classroom.internal",
                     "http://classroom.internal/captive/accept").startswith("302 ")
         assert curl("-A", ios, probe) == "200"
+        # The phones resolve through the filter: the banner's dig shows the block and its EDE.
+        assert f"ip netns exec {phone} dig www.casino.example" in banner
+        dig = subprocess.run(["ip", "netns", "exec", phone, "dig", "www.casino.example",
+                              "+tries=1", "+time=3"], capture_output=True, text=True, timeout=20)
+        assert "EDE: 15 (Blocked): (category gambling)" in dig.stdout, dig.stdout
         # The agent in the Pi namespace reaches the lab's broker over the management link.
         password = re.search(r"password: (\S+)", banner).group(1)
         console = f"http://127.0.0.1:{base_port + 1}"

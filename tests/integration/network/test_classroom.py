@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from appliance.harness import fakeinternet as fi
+from appliance.harness.classroom import ClassroomError
 from appliance.harness.process import wait_for
 from appliance.network import probes
 from appliance.network.lab import PORTAL_NAME
@@ -240,6 +241,9 @@ print(s.recv(4096).decode())
     assert "not a JSON line" in garbage
     log = (net.directory / "helper.log").read_text()
     assert log.count("may not call session-list") == 1  # logged once per caller and reason
+    # Without the filter, dnsmasq answers DNS: there is no redirect to switch.
+    with pytest.raises(ClassroomError, match="does not answer the classroom's DNS"):
+        net.helper_call("dns-fallback", state="on")
 
 
 def test_bad_input_exits_2_and_leaves_the_network_untouched(classroom: Room, tmp_path):

@@ -152,7 +152,13 @@ def runnable_copy(service: str, tmp_path: Path) -> Path:
     """
     original = unit_path(service).read_bytes()
     if not COMMANDS.get(service, "").startswith("/"):  # a system daemon may use it only before
-        assert original.count(INSTALLED_APPLIANCE) == 1, f"{service}: one ExecStart with the installed path"
+        starts = [line for line in original.splitlines() if line.startswith(b"ExecStart=")]
+        assert len(starts) == 1 and INSTALLED_APPLIANCE in starts[0], \
+            f"{service}: one ExecStart with the installed path"
+        # Anything else running it is a hook around the start (the filter's dns-fallback calls).
+        hooks = (b"ExecStartPre=", b"ExecStartPost=", b"ExecStopPost=")
+        assert all(line.startswith(hooks) for line in original.splitlines()
+                   if INSTALLED_APPLIANCE in line and not line.startswith(b"ExecStart=")), service
     here = Path(sys.executable).parent / "appliance"
     assert here.is_file(), f"{here} missing: install the package into this venv (scripts/install)"
     copy = tmp_path / unit_path(service).name
