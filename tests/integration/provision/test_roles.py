@@ -122,10 +122,22 @@ def test_verify_fails_on_a_broken_unit_in_the_tree(edge):
 # --- edge -------------------------------------------------------------------------------------
 
 
+def changed_tasks(output: str) -> list[str]:
+    """The tasks of a run that reported `changed`, so a failure says which."""
+    task, found = "", []
+    for line in output.splitlines():
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            task = line.split("[", 1)[1].rsplit("]", 1)[0]
+        elif line.startswith("changed:") and task not in found:
+            found.append(task)
+    return found
+
+
 def test_edge_second_run_changes_nothing(edge):
     assert edge.first.recap()["pi-main"]["changed"] > 0
     recap = edge.second.recap()
-    assert recap and all(counts["changed"] == 0 and counts["failed"] == 0 for counts in recap.values()), recap
+    assert recap and all(counts["changed"] == 0 and counts["failed"] == 0 for counts in recap.values()), (
+        recap, changed_tasks(edge.second.output))
 
 
 def test_edge_package_and_config(edge):
