@@ -389,8 +389,8 @@ def search_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *, limi
             hits = []
             for path in results.getResults(0, min(limit, 10)):
                 entry = archive.get_entry_by_path(path)
-                body = bytes(entry.get_item().content) if not entry.is_redirect else b""
-                text = html_text(body)[1] if body else ""
+                text = "" if entry.is_redirect else cache.text(
+                    item.sha256, path, lambda e=entry: html_text(bytes(e.get_item().content))[1])
                 hits.append(search.Hit("zim", item.name, path, entry.title, search.snippet(text, query)))
             lists.append(hits)
         except (RuntimeError, zim.ZimError):

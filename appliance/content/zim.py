@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,12 +122,38 @@ def find(archive: Archive, path: str) -> Entry | None:
 
 class ArchiveCache:
     """Open archives by blob hash, at most `size` at a time (opening costs; reading is
-    thread-safe). A replaced archive has another hash, so it is a new key."""
+    thread-safe). A replaced archive has another hash, so it is a new key.
 
-    def __init__(self, size: int = 16) -> None:
+    It also keeps the plain text of recently searched articles (`text`), at most `text_chars`
+    characters in all: a search's snippets are cut from the text of its hits, and parsing an
+    article's HTML in Python costs more than the whole libzim search."""
+
+    def __init__(self, size: int = 16, text_chars: int = 8_000_000) -> None:
         self.size = size
+        self.text_chars = text_chars
         self._open: OrderedDict[str, Archive] = OrderedDict()
+        self._texts: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._text_total = 0
         self._lock = threading.Lock()
+
+    def text(self, sha256: str, path: str, extract: Callable[[], str]) -> str:
+        """The text of entry `path` of archive `sha256`, from `extract()` the first time (two
+        threads may both extract it once: harmless, and no lock is held while parsing)."""
+        key = (sha256, path)
+        with self._lock:
+            found = self._texts.get(key)
+            if found is not None:
+                self._texts.move_to_end(key)
+                return found
+        text = extract()
+        with self._lock:
+            if key not in self._texts and len(text) <= self.text_chars:
+                self._texts[key] = text
+                self._text_total += len(text)
+                while self._text_total > self.text_chars:
+                    _, old = self._texts.popitem(last=False)
+                    self._text_total -= len(old)
+        return text
 
     def get(self, sha256: str, path: Path) -> Archive:
         with self._lock:
