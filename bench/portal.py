@@ -144,11 +144,11 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def start_ours(tmp: Path, zim: Path) -> tuple[subprocess.Popen[bytes], str, str, str]:
+def start_ours(tmp: Path, zim: Path, web: dict[str, int]) -> tuple[subprocess.Popen[bytes], str, str, str]:
     portal_port, archive_port = free_port(), free_port()
     cfg_path = write_config(
         tmp / "appliance.toml", appliance={"id": "bench", "state_dir": str(tmp / "state")},
-        portal={"listen": "127.0.0.1", "port": portal_port},
+        portal={"listen": "127.0.0.1", "port": portal_port, **web},
         content={"root": str(tmp / "content"), "archive_port": archive_port})
     cfg = config_module.load(cfg_path)
     db = open_db(cfg.database_path)
@@ -199,6 +199,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--workers", type=int, help="[portal] workers (default: the production default)")
+    parser.add_argument("--threads", type=int, help="[portal] threads (default: the production default)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
     for tool in ("wrk", "kiwix-serve", "taskset"):
@@ -212,7 +214,8 @@ def main() -> None:
     results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-portal-") as name:
         tmp = Path(name)
-        proc, portal, archive, prefix = start_ours(tmp, args.zim)
+        web = {k: v for k, v in (("workers", args.workers), ("threads", args.threads)) if v}
+        proc, portal, archive, prefix = start_ours(tmp, args.zim, web)
         try:
             check(archive, prefix + article)
             check(portal, "/search?q=" + urllib.parse.quote(words[0]), b'class="snippet"')
