@@ -123,8 +123,8 @@ def wrk(base: str, paths: list[str], args: argparse.Namespace, tmp: Path) -> dic
     out = subprocess.run(
         ["taskset", "-c", "1", "wrk", "-t", "2", "-c", str(args.connections), "-d", f"{args.seconds}s",
          "--latency", "--timeout", "10s", "-s", str(script), base],
-        capture_output=True, text=True, timeout=args.seconds + 60, env={**os.environ, "BENCH_PATHS": str(listing)},
-        check=True).stdout
+        capture_output=True, text=True, timeout=args.seconds + 60,
+        env={**os.environ, "BENCH_PATHS": str(listing)}, check=True).stdout
     return parse_wrk(out)
 
 
@@ -156,8 +156,9 @@ def start_ours(tmp: Path, zim: Path, web: dict[str, int]) -> tuple[subprocess.Po
     item = library.add_zim(ContentStore(cfg.content.root, db), zim)
     db.conn.close()
     log = (tmp / "portal.log").open("wb")
-    proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "appliance", "--config", str(cfg_path),
-                             "portal"], stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0", sys.executable, "-m", "appliance", "--config", str(cfg_path), "portal"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
     portal, archive = f"http://127.0.0.1:{portal_port}", f"http://127.0.0.1:{archive_port}"
     try:
         wait_for(lambda: http_ok(portal + "/healthz") and http_ok(archive + "/healthz"), timeout=30,
@@ -171,8 +172,9 @@ def start_ours(tmp: Path, zim: Path, web: dict[str, int]) -> tuple[subprocess.Po
 def start_kiwix(tmp: Path, zim: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     port = free_port()
     log = (tmp / "kiwix.log").open("wb")
-    proc = subprocess.Popen(["taskset", "-c", "0", "kiwix-serve", "--port", str(port), "--address", "127.0.0.1",
-                             str(zim)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        ["taskset", "-c", "0", "kiwix-serve", "--port", str(port), "--address", "127.0.0.1", str(zim)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: http_ok(base + "/"), timeout=30, what="kiwix-serve")
     return proc, base, zim.stem
@@ -194,7 +196,8 @@ def check(base: str, path: str, needle: bytes = b"") -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zim", type=Path, default=RAY)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
@@ -243,18 +246,20 @@ def main() -> None:
         finally:
             stop(proc)
 
-    print(f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, {when}")
     print(f"archive {args.zim.name}; article {article}, image {image}, {len(words)} distinct queries; "
           f"{args.connections} connections, {args.seconds} s each")
     print(f"{'':8} {'server':6} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for mix in ("article", "image", "search"):
         for server in ("ours", "kiwix"):
             f = results[server][mix]
-            print(f"{mix:8} {server:6} {f['rps']:9.0f} {f['p50_ms']:8.2f} {f['p90_ms']:8.2f} {f['p99_ms']:8.2f} "
-                  f"{f['errors'] + f['socket_errors']:7.0f}")
+            print(f"{mix:8} {server:6} {f['rps']:9.0f} {f['p50_ms']:8.2f} {f['p90_ms']:8.2f} "
+                  f"{f['p99_ms']:8.2f} {f['errors'] + f['socket_errors']:7.0f}")
         print(f"{mix:8} ratio  {results['ours'][mix]['rps'] / results['kiwix'][mix]['rps']:9.2f}x")
-    print(f"resident: ours {results['ours']['memory']['idle_mb']:.0f} MB idle, "
-          f"{results['ours']['memory']['after_mb']:.0f} MB after; kiwix {results['kiwix']['memory']['after_mb']:.0f} MB")
+    ours, kiwix = results["ours"]["memory"], results["kiwix"]["memory"]
+    print(f"resident: ours {ours['idle_mb']:.0f} MB idle, {ours['after_mb']:.0f} MB after; "
+          f"kiwix {kiwix['after_mb']:.0f} MB")
     if args.json:
         print(json.dumps(results, indent=1))
 

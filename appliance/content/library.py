@@ -8,6 +8,7 @@ and swaps the row in one transaction, so readers see the old version until the n
 
 from __future__ import annotations
 
+import functools
 import html
 import html.parser
 import mimetypes
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 from libzim.search import Query, Searcher
@@ -375,6 +377,10 @@ def usage_bytes(store: ContentStore) -> int:
 
 
 # -- search across everything -----------------------------------------------------------------
+def _entry_text(entry: Any) -> str:
+    return html_text(bytes(entry.get_item().content))[1]
+
+
 def search_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *, limit: int = 20) -> list[search.Hit]:
     """Our FTS index plus every archive's own full-text index, merged (see `search.merge`)."""
     lists = [search.search(store.db, query, limit=limit)]
@@ -390,7 +396,7 @@ def search_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *, limi
             for path in results.getResults(0, min(limit, 10)):
                 entry = archive.get_entry_by_path(path)
                 text = "" if entry.is_redirect else cache.text(
-                    item.sha256, path, lambda e=entry: html_text(bytes(e.get_item().content))[1])
+                    item.sha256, path, functools.partial(_entry_text, entry))
                 hits.append(search.Hit("zim", item.name, path, entry.title, search.snippet(text, query)))
             lists.append(hits)
         except (RuntimeError, zim.ZimError):
