@@ -14,7 +14,8 @@ URLs (kiwix-serve's, without its viewer):
 - `/random/<item>` -> 302 to a random article;
 - `/pack/<item>/` -> 302 to the pack's index page; `/pack/<item>/<path>` a file of a pack;
 - a root-level path (`/-/j/script.js`, how mwoffliner pages load some scripts) is looked up in
-  the archive the `Referer` names (archive pages send it: `no-referrer-when-downgrade`).
+  the archive the `Referer` names, or, without one (Chromium sends none from a sandboxed page),
+  in the first archive that has it.
 
 ETags are the archive's SHA-256 (prefix) and the entry's index, or a pack file's SHA-256: an
 archive replaced under the same name has another hash, so the old ETag never matches. `Range`
@@ -178,9 +179,16 @@ def _entry(origin: Origin, name: str, path: str) -> Response:
 def _rooted(origin: Origin, path: str) -> Response:
     referer = urlsplit(request.headers.get("Referer", ""))
     parts = referer.path.split("/")
-    if len(parts) < 3 or parts[1] != "content":
-        raise NotFound()
-    return _entry(origin, unquote(parts[2]), path)
+    if len(parts) >= 3 and parts[1] == "content":
+        return _entry(origin, unquote(parts[2]), path)
+    # A sandboxed page has an opaque origin and Chromium sends it no Referer: the first archive
+    # (by name) that has the path serves it. These are the scraper's shared assets
+    # (`-/j/js_modules/...`), and every archive on this origin is public to the classroom.
+    if not zim.hidden(path) and origin.store.present():
+        for item in library.items(origin.store.db, only_ok=True):
+            if item.kind == "zim" and item.sha256 and zim.find(origin.archive(item), path) is not None:
+                return _entry(origin, item.name, path)
+    raise NotFound()
 
 
 def _pack_index(origin: Origin, name: str) -> Response:

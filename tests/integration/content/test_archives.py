@@ -74,6 +74,24 @@ def test_conditional_range_and_replacement(cfg, store, tmp_path):
     assert client.get("/content/wikipedia_en_ray_charles/Water_cycle", headers={"If-None-Match": etag}).status_code == 200
 
 
+def test_root_level_scripts_resolve_with_and_without_a_referer(cfg, store, tmp_path):
+    """The Ray Charles main page loads `/-/j/js_modules/masonry.min.js` from the site root; a
+    sandboxed page sends no Referer, so the archive that has the path answers."""
+    library.add_zim(store, demo.build_demo_zim(tmp_path / "demo.zim"))
+    library.add_zim(store, RAY)
+    client = create_archive_app(cfg).test_client()
+    page = client.get("/content/wikipedia_en_ray_charles/A/index").get_data(as_text=True)
+    assert '<script src="/-/j/js_modules/masonry.min.js">' in page
+    direct = client.get("/content/wikipedia_en_ray_charles/-/j/js_modules/masonry.min.js")
+    assert direct.status_code == 200 and direct.mimetype == "application/javascript"
+    for headers in ({}, {"Referer": "http://h:8090/content/wikipedia_en_ray_charles/A/index"}):
+        rooted = client.get("/-/j/js_modules/masonry.min.js", headers=headers)
+        assert rooted.status_code == 200 and rooted.data == direct.data
+    assert client.get("/-/j/js_modules/nothing.js").status_code == 404
+    assert client.get("/M/Title").status_code == 404
+    assert client.get("/X/fulltext/xapian").status_code == 404
+
+
 @pytest.mark.parametrize("path", ["M/Title", "X/fulltext/xapian", "..%2F..%2Fetc%2Fpasswd", "../../etc/passwd",
                                   "A/Nope", "A/%00", "A/%FF%FE", "-/../../x"])
 def test_hidden_missing_and_odd_paths_are_404(cfg, store, path):
