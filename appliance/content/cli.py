@@ -77,7 +77,8 @@ def add(cfg: Config, out: Output, source: str, name: str | None, language: str, 
             from appliance.content.catalog import Book
 
             book = Book(name=name or library.item_name(source.rsplit("/", 1)[-1].split(".zim")[0]),
-                        title=name or "", url=source, sha256=expect_sha256, language=language, subject=subject)
+                        title=name or "", url=source, sha256=expect_sha256, language=language,
+                        subject=subject)
             job = sync.enqueue_book(JobQueue(db), book)
             out.emit({"queued": job.id, "name": job.name, "url": job.url},
                      lambda d: f"queued job {d['queued']} for {d['name']}; run `appliance content sync`")
@@ -121,8 +122,9 @@ def list_items(cfg: Config, out: Output) -> None:
 
     def text(d: dict[str, Any]) -> str:
         lines = [f"root {d['root']}: " + (f"MISSING: {d['root_problem']}" if d["root_problem"] else "ok")]
-        lines += [f"{i['state']:4} {i['kind']:4} {i['name']:30} {i['size']:>12}  views(7d) {i['views_7d']:>4}  "
-                  f"{i['title']}" + (f"  ({i['problem']})" if i["problem"] else "") for i in d["items"]]
+        lines += [f"{i['state']:4} {i['kind']:4} {i['name']:30} {i['size']:>12}  "
+                  f"views(7d) {i['views_7d']:>4}  {i['title']}"
+                  + (f"  ({i['problem']})" if i["problem"] else "") for i in d["items"]]
         if not d["items"]:
             lines.append("no items")
         lines += [f"job {j['id']} {j['state']} {j['name']} {j['done_bytes']}/{j['size']}"
@@ -185,7 +187,8 @@ def import_command(cfg: Config, out: Output, folder: Path) -> None:
         if not is_zim and not is_pack:
             continue
         try:
-            item = _add_one(store, path, name=None, language="", subject="", **({} if is_pack else {"expect_sha256": None}))
+            extra: dict[str, Any] = {} if is_pack else {"expect_sha256": None}
+            item = _add_one(store, path, name=None, language="", subject="", **extra)
             results.append({"source": str(path), "added": item.name})
         except library.LibraryError as exc:
             results.append({"source": str(path), "error": str(exc)})

@@ -295,8 +295,9 @@ def store_pack(store: ContentStore, manifest: catalog.PackManifest,
             [name, title or manifest.title, manifest.description, language or manifest.language,
              subject or manifest.subject, sum(f.size for f in stored), manifest.index, origin,
              manifest.version, _now(), _now()])
-        db.conn.executemany("INSERT INTO content_files (item, path, sha256, size, mimetype) VALUES (?, ?, ?, ?, ?)",
-                       [(name, f.path, f.sha256, f.size, mimetype(f.path)) for f in stored])
+        db.conn.executemany("INSERT INTO content_files (item, path, sha256, size, mimetype) "
+                            "VALUES (?, ?, ?, ?, ?)",
+                            [(name, f.path, f.sha256, f.size, mimetype(f.path)) for f in stored])
         search.remove_documents(db, "pack", name)
         docs = []
         for f in stored:
@@ -381,7 +382,8 @@ def _entry_text(entry: Any) -> str:
     return html_text(bytes(entry.get_item().content))[1]
 
 
-def search_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *, limit: int = 20) -> list[search.Hit]:
+def search_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *,
+               limit: int = 20) -> list[search.Hit]:
     """Our FTS index plus every archive's own full-text index, merged (see `search.merge`)."""
     lists = [search.search(store.db, query, limit=limit)]
     for item in items(store.db, only_ok=True):
@@ -404,7 +406,8 @@ def search_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *, limi
     return search.merge(lists, limit)
 
 
-def suggest_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *, limit: int = 8) -> list[search.Hit]:
+def suggest_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *,
+                limit: int = 8) -> list[search.Hit]:
     lists = [search.suggest(store.db, query, limit=limit)]
     for item in items(store.db, only_ok=True):
         if item.kind != "zim" or not item.sha256 or not store.present():
@@ -413,9 +416,16 @@ def suggest_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *, lim
             archive = cache.get(item.sha256, store.path(item.sha256))
             if not archive.has_title_index:
                 continue
-            results = SuggestionSearcher(archive).suggest(query)
+            searcher = SuggestionSearcher(archive)
+            paths = list(searcher.suggest(query).getResults(0, limit))
+            typed = search.words(query)
+            if not paths and typed and search.stem(typed[-1]) != typed[-1]:
+                # libzim matches title words by prefix, so an inflected word ("вода" for the
+                # title "Круговорот воды") finds nothing; its stem ("вод") is a prefix of every form.
+                stemmed = " ".join([*typed[:-1], search.stem(typed[-1])])
+                paths = list(searcher.suggest(stemmed).getResults(0, limit))
             hits = []
-            for path in results.getResults(0, limit):
+            for path in paths:
                 entry = archive.get_entry_by_path(path)
                 hits.append(search.Hit("zim", item.name, path, entry.title))
             lists.append(hits)

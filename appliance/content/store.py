@@ -133,7 +133,8 @@ class ContentStore:
         return shutil.disk_usage(self.root).free
 
     def has(self, sha256: str) -> bool:
-        return self.db.execute("SELECT 1 FROM content_blobs WHERE sha256 = ?", [sha256]).fetchone() is not None
+        found = self.db.execute("SELECT 1 FROM content_blobs WHERE sha256 = ?", [sha256]).fetchone()
+        return found is not None
 
     # -- writing --------------------------------------------------------------------------
     def put_chunks(self, chunks: Iterable[bytes], *, expect_sha256: str | None = None) -> Blob:

@@ -48,7 +48,8 @@ def test_every_ray_charles_article_is_reachable_and_links_resolve(cfg, store):
         if response.status_code == 200:
             assert "sandbox allow-scripts" in response.headers["Content-Security-Policy"]
             assert "allow-same-origin" not in response.headers["Content-Security-Policy"]
-            for link in re.findall(r'(?:src|href)="(\.\./[^"#?]+|\./[^"#?]+)"', response.get_data(as_text=True)):
+            page = response.get_data(as_text=True)
+            for link in re.findall(r'(?:src|href)="(\.\./[^"#?]+|\./[^"#?]+)"', page):
                 base = "/content/wikipedia_en_ray_charles/" + entry.path.rsplit("/", 1)[0] + "/"
                 from posixpath import normpath
 
@@ -71,7 +72,32 @@ def test_conditional_range_and_replacement(cfg, store, tmp_path):
     # Another archive under the same name: the old ETag must not answer 304.
     demo_zim = demo.build_demo_zim(tmp_path / "demo.zim")
     library.add_zim(store, demo_zim, name="wikipedia_en_ray_charles")
-    assert client.get("/content/wikipedia_en_ray_charles/Water_cycle", headers={"If-None-Match": etag}).status_code == 200
+    replaced = client.get("/content/wikipedia_en_ray_charles/Water_cycle", headers={"If-None-Match": etag})
+    assert replaced.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["A/Ray_Charles", "A/index", "I/m/Ray_Charles_Here_We_Go_Again.jpg",
+                                  "-/s/css_modules/style.css", "-/j/js_modules/masonry.min.js"])
+def test_the_fast_path_answers_as_the_flask_app_does(cfg, store, path):
+    """A plain GET is answered by `FastEntries`; one with a validator goes through Flask (no
+    Last-Modified, so `If-Modified-Since` still gets the whole entry): the same answer."""
+    library.add_zim(store, RAY)
+    client = create_archive_app(cfg).test_client()
+    url = "/content/wikipedia_en_ray_charles/" + quote(path, safe="/")
+    fast = client.get(url)
+    slow = client.get(url, headers={"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"})
+    assert fast.status_code == slow.status_code == 200
+    assert fast.data == slow.data and len(fast.data) == int(fast.headers["Content-Length"])
+    # Date is the WSGI server's to add (gunicorn does); werkzeug's conditional answer adds it too.
+    assert sorted(fast.headers.items()) == sorted(h for h in slow.headers.items() if h[0] != "Date")
+    assert client.head(url).headers == fast.headers and client.head(url).data == b""
+    # Marked bad, or removed, by another process: the very next plain GET is a 404.
+    library.mark(store.db, "wikipedia_en_ray_charles", "checksum mismatch")
+    assert client.get(url).status_code == 404
+    library.mark(store.db, "wikipedia_en_ray_charles", None)
+    assert client.get(url).status_code == 200
+    library.remove(store, "wikipedia_en_ray_charles")
+    assert client.get(url).status_code == 404
 
 
 def test_root_level_scripts_resolve_with_and_without_a_referer(cfg, store, tmp_path):
@@ -92,11 +118,13 @@ def test_root_level_scripts_resolve_with_and_without_a_referer(cfg, store, tmp_p
     assert client.get("/X/fulltext/xapian").status_code == 404
 
 
-@pytest.mark.parametrize("path", ["M/Title", "X/fulltext/xapian", "..%2F..%2Fetc%2Fpasswd", "../../etc/passwd",
+@pytest.mark.parametrize("path", ["M/Title", "X/fulltext/xapian", "..%2F..%2Fetc%2Fpasswd",
+                                  "../../etc/passwd",
                                   "A/Nope", "A/%00", "A/%FF%FE", "-/../../x"])
 def test_hidden_missing_and_odd_paths_are_404(cfg, store, path):
     library.add_zim(store, RAY)
-    assert create_archive_app(cfg).test_client().get("/content/wikipedia_en_ray_charles/" + path).status_code == 404
+    client = create_archive_app(cfg).test_client()
+    assert client.get("/content/wikipedia_en_ray_charles/" + path).status_code == 404
 
 
 def test_split_archive_new_layout_odd_paths_and_redirects(cfg, store, tmp_path):
@@ -106,7 +134,8 @@ def test_split_archive_new_layout_odd_paths_and_redirects(cfg, store, tmp_path):
     split = tmp_path / "split"
     split.mkdir()
     for n, start in enumerate(range(0, len(data), 20_000)):
-        (split / f"demo.zim{'abcdefghijklmnop'[n // 16]}{'abcdefghijklmnop'[n % 16]}").write_bytes(data[start:start + 20_000])
+        suffix = "abcdefghijklmnop"[n // 16] + "abcdefghijklmnop"[n % 16]
+        (split / f"demo.zim{suffix}").write_bytes(data[start:start + 20_000])
     item = library.add_zim(store, split / "demo.zimaa")
     assert item.sha256 == sha256_file(built)
     client = create_archive_app(cfg).test_client()
@@ -129,6 +158,9 @@ def test_search_and_suggestions_across_archives_and_packs(cfg, store, tmp_path):
     assert "Дроби: первые шаги" in page
     body = client.get("/suggest?q=geor").get_json()
     assert any("Georgia" in s["title"] for s in body["suggestions"])
+    # An inflected Russian word is no prefix of the title's form: its stem is.
+    body = client.get("/suggest?q=" + quote("вода")).get_json()
+    assert [s["title"] for s in body["suggestions"]] == ["Круговорот воды"]
     assert "'unsafe-inline'" not in client.get("/").headers["Content-Security-Policy"]
 
 

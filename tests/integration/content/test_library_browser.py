@@ -45,6 +45,7 @@ document.addEventListener("securitypolicyviolation", (e) => {
 RAY = SHARED / "data" / "zim" / "wikipedia_en_ray_charles_mini.zim"
 # Per language: a search with results in it, and words the page must show in that language.
 SEARCHES = {"en": ("water", "Search"), "ru": ("вода", "Найти")}
+SUGGESTED = {"en": "Water cycle", "ru": "Круговорот воды"}
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,8 @@ class Crawl:
         self.failed: list[str] = []
         self.portal_problems: list[str] = []
         page.on("requestfailed", lambda r: self.failed.append(f"{r.url}: {r.failure}"))
-        page.on("response", lambda r: self.failed.append(f"{r.url}: HTTP {r.status}") if r.status >= 400 else None)
+        page.on("response",
+                lambda r: self.failed.append(f"{r.url}: HTTP {r.status}") if r.status >= 400 else None)
         page.on("console", self._console)
         page.on("pageerror", lambda e: self._on_portal(f"pageerror: {e}"))
 
@@ -124,7 +126,8 @@ class Crawl:
         axe is evaluated through the DevTools protocol, which the page's CSP does not govern (a
         script tag would be refused by `script-src 'self'`, as it should be)."""
         self.page.evaluate(AXE.read_text(encoding="utf-8") + "\n;0")
-        result = self.page.evaluate("tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS)
+        result = self.page.evaluate(
+            "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS)
         return [f"{v['id']} ({v['impact']}): " + ", ".join(str(n["target"]) for n in v["nodes"][:5])
                 for v in result["violations"]]
 
@@ -148,6 +151,10 @@ def test_library_crawl_on_a_phone_loads_everything_under_the_strict_csp_and_pass
     assert page.locator("html").get_attribute("lang") == lang
     # The search box, as a form: the results page in the chosen language.
     page.locator("#q").fill(query)
+    # Suggestions as you type (library.js fills the datalist from /suggest), before submitting:
+    # a submit while the fetch is in flight would abort it.
+    page.locator("#suggestions option").first.wait_for(state="attached")
+    assert SUGGESTED[lang] in page.locator("#suggestions option").evaluate_all("os => os.map(o => o.value)")
     page.locator("form.search button[type=submit]").click()
     page.wait_for_url(re.compile(r"/search\?q="))
     assert search_word in page.locator("h1").inner_text()

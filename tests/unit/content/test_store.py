@@ -44,7 +44,8 @@ def test_require_mount_refuses_a_plain_folder(cfg, store):
         strict.initialise()
 
 
-@pytest.mark.parametrize("name", ["bad_mimetype_list.zim", "outofbounds_urlptrpos.zim", "smaller_than_header.zim"])
+@pytest.mark.parametrize("name", ["bad_mimetype_list.zim", "outofbounds_urlptrpos.zim",
+                                  "smaller_than_header.zim"])
 def test_invalid_archives_are_refused_with_a_message(store, name):
     with pytest.raises(library.LibraryError, match="refused"):
         library.add_zim(store, ZIM / "invalid" / name)
