@@ -14,9 +14,10 @@ Each server is pinned to core 0 (`taskset`), wrk to core 1, 64 connections, one 
 mixes: one article page, one image, and full-text searches cycling through at least 1,000
 distinct one-word queries taken from the archive's text (each has results in both servers).
 Prints requests/s, latency percentiles and our/kiwix ratios. Needs `wrk` and `kiwix-serve`
-(`scripts/install --bench`). Run:
+(`scripts/install --bench`). Then 64 clients stream a 200 MB video entry with `Range` from
+random offsets at about 1 MB/s each, and the portal's memory is sampled. Run:
 
-    .venv/bin/python bench/portal.py [--seconds 10] [--connections 64] [--queries 1000]
+    .venv/bin/python bench/portal.py [--seconds 10] [--connections 64] [--queries 1000] [--streams 64]
 """
 
 from __future__ import annotations
@@ -26,20 +27,23 @@ import collections
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from libzim.reader import Archive
 
 from appliance import config as config_module
-from appliance.content import library, schema
+from appliance.content import demo, library, schema
 from appliance.content.store import ContentStore
 from appliance.harness.process import REPO, http_get, http_ok, wait_for, write_config
 from appliance.store import migrate, open_db
@@ -180,6 +184,58 @@ def start_kiwix(tmp: Path, zim: Path) -> tuple[subprocess.Popen[bytes], str, str
     return proc, base, zim.stem
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional set size of a process and its children, in MB: shared pages (the code gunicorn's
+    workers share with their master, a file mapped by two workers) counted once in all."""
+    total = 0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
+            total += int(re.search(r"^Pss:\s+(\d+)", rollup, re.MULTILINE).group(1))  # type: ignore[union-attr]
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except (OSError, AttributeError):
+            continue
+        pids += [int(c) for c in children]
+    return total / 1024
+
+
+def build_video_zim(path: Path, size: int) -> Path:
+    """An archive with one `size`-byte video entry (random bytes: stored uncompressed)."""
+    pages = [demo.Page("index.html", "Video", '<!doctype html><html lang="en"><title>Video</title>'
+                       '<video src="film.webm" controls></video></html>'),
+             demo.Page("film.webm", "film", os.urandom(size), "video/webm", front=False)]
+    return demo.build_zim(path, pages, main="index.html", title="Video", name="video", fulltext=False)
+
+
+def range_streams(url: str, streams: int, size: int, seconds: float, pid: int) -> dict[str, float]:
+    """`streams` clients each reading the entry from a random offset at about 1 MB/s; the
+    portal's peak memory while they run."""
+    stop_at = time.monotonic() + seconds
+    received = [0] * streams
+
+    def client(n: int) -> None:
+        start = random.randrange(0, size // 2)
+        request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"})  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+            while time.monotonic() < stop_at and (chunk := response.read(64 * 1024)):
+                received[n] += len(chunk)
+                time.sleep(0.06)
+
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(streams)]
+    for t in threads:
+        t.start()
+    peak_rss = peak_pss = 0.0
+    while time.monotonic() < stop_at:
+        time.sleep(1)
+        peak_rss, peak_pss = max(peak_rss, rss_mb(pid)), max(peak_pss, pss_mb(pid))
+    for t in threads:
+        t.join(timeout=30)
+    return {"peak_rss_mb": peak_rss, "peak_pss_mb": peak_pss, "received_mb": sum(received) / 1e6,
+            "streams": float(sum(1 for r in received if r))}
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
@@ -204,6 +260,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--workers", type=int, help="[portal] workers (default: the production default)")
     parser.add_argument("--threads", type=int, help="[portal] threads (default: the production default)")
+    parser.add_argument("--streams", type=int, default=64, help="concurrent Range streams (0: skip)")
+    parser.add_argument("--stream-mb", type=int, default=200, help="size of the streamed entry")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
     for tool in ("wrk", "kiwix-serve", "taskset"):
@@ -228,9 +286,18 @@ def main() -> None:
                 "image": wrk(archive, [prefix + urllib.parse.quote(image)], args, tmp),
                 "search": wrk(portal, ["/search?q=" + urllib.parse.quote(w) for w in words], args, tmp),
             }
-            results["ours"]["memory"] = {"idle_mb": mem_idle, "after_mb": rss_mb(proc.pid)}
+            results["ours"]["memory"] = {"idle_mb": mem_idle, "after_mb": rss_mb(proc.pid),
+                                         "idle_pss_mb": pss_mb(proc.pid)}
         finally:
             stop(proc)
+        if args.streams:
+            video = build_video_zim(tmp / "video.zim", args.stream_mb << 20)
+            proc, _portal, archive, prefix = start_ours(tmp / "video", video, web)
+            try:
+                results["ours"]["streams"] = range_streams(archive + prefix + "film.webm", args.streams,
+                                                           args.stream_mb << 20, args.seconds, proc.pid)
+            finally:
+                stop(proc)
         proc, base, book = start_kiwix(tmp, args.zim)
         try:
             kprefix = f"/{book}/"
@@ -260,6 +327,12 @@ def main() -> None:
     ours, kiwix = results["ours"]["memory"], results["kiwix"]["memory"]
     print(f"resident: ours {ours['idle_mb']:.0f} MB idle, {ours['after_mb']:.0f} MB after; "
           f"kiwix {kiwix['after_mb']:.0f} MB")
+    if args.streams:
+        st = results["ours"]["streams"]
+        print(f"{args.streams} Range streams of a {args.stream_mb} MB entry ({st['streams']:.0f} got data, "
+              f"{st['received_mb']:.0f} MB sent): ours peak {st['peak_pss_mb']:.0f} MB PSS, "
+              f"{st['peak_rss_mb']:.0f} MB RSS (idle {ours['idle_pss_mb']:.0f} MB PSS)")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f}")
     if args.json:
         print(json.dumps(results, indent=1))
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -47,6 +47,8 @@ CSP = ("sandbox allow-scripts allow-forms allow-popups allow-popups-to-escape-sa
        "img-src 'self' data: blob:; media-src 'self' data: blob:; "
        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'self'")
 CHUNK = 256 * 1024
+# Entries from this size on are sent from the archive file (memory stays one chunk per stream).
+FILE_SLICE_MIN = 1 << 20
 # Cache: articles may be re-validated cheaply (ETag); a replaced archive changes every ETag.
 CACHE = "public, max-age=300"
 
@@ -61,11 +63,6 @@ def _headers(response: Response) -> Response:
     for key, value in HEADERS:
         response.headers[key] = value
     return response
-
-
-def _chunks(data: memoryview) -> Iterator[bytes]:
-    for start in range(0, len(data), CHUNK):
-        yield bytes(data[start:start + CHUNK])
 
 
 def _send(body: Iterable[bytes], size: int, mimetype: str, etag: str) -> Response:
@@ -163,7 +160,7 @@ class FastEntries:
             zitem = entry.get_item()
             mimetype = zitem.mimetype or "application/octet-stream"
             size = zitem.size
-            content: memoryview = zitem.content if method == "GET" else memoryview(b"")
+            body = _entry_body(self.origin, sha, entry, zitem) if method == "GET" else None
         except (UnicodeError, RuntimeError, zim.ZimError):
             return self.app(environ, start_response)
         if mimetype.startswith("text/") and "charset" not in mimetype:
@@ -174,9 +171,13 @@ class FastEntries:
             ("Content-Type", mimetype), ("Content-Length", str(size)),
             ("ETag", f'"{sha[:20]}-{entry._index}"'), ("Cache-Control", CACHE),
             ("Accept-Ranges", "bytes"), *HEADERS])
-        if method == "HEAD":
+        if body is None:
             return []
-        return [bytes(content)] if size <= CHUNK else _chunks(content)
+        if isinstance(body, _FileSlice) and "wsgi.file_wrapper" in environ:
+            return environ["wsgi.file_wrapper"](body, CHUNK)
+        if isinstance(body, _MemoryBody) and size <= FILE_SLICE_MIN:
+            return [bytes(body.data)]
+        return body
 
 
 def create_archive_app(config: Config) -> Flask:
@@ -255,7 +256,7 @@ def _entry(origin: Origin, name: str, path: str) -> Response:
         origin.usage.count(name)
     assert item.sha256
     etag = f"{item.sha256[:20]}-{entry._index}"
-    return _send(_chunks(zitem.content), zitem.size, mimetype, etag)
+    return _send(_entry_body(origin, item.sha256, entry, zitem), zitem.size, mimetype, etag)
 
 
 def _rooted(origin: Origin, path: str) -> Response:
@@ -292,29 +293,96 @@ def _pack_file(origin: Origin, name: str, path: str) -> Response:
     counted = mimetype.startswith(("text/html", "application/pdf"))
     if request.method == "GET" and not request.range and counted:
         origin.usage.count(name)
-    response = Response(_FileBody(blob.open("rb")), content_type=mimetype, direct_passthrough=True)
+    response = Response(_FileSlice(blob.open("rb"), 0, size), content_type=mimetype, direct_passthrough=True)
     response.set_etag(sha[:32])
     response.headers["Cache-Control"] = CACHE
     response.content_length = size
     return response.make_conditional(request.environ, accept_ranges=True, complete_length=size)
 
 
-class _FileBody:
-    """A file as a WSGI body that werkzeug's range handling can seek in (no whole-file reads)."""
+class _FileSlice:
+    """`size` bytes of an open file from `offset` (a pack file, or an uncompressed ZIM entry) as
+    a WSGI body: werkzeug's Range handling seeks in it (`seekable`, `seek`, `tell`) instead of
+    reading from the start, and gunicorn's `wsgi.file_wrapper` sends it with sendfile (the file's
+    position is the slice's start; Content-Length bounds it). Memory: one chunk at a time."""
 
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
+    def __init__(self, handle: Any, offset: int, size: int) -> None:
+        self.handle, self.offset, self.size = handle, offset, size
+        self.pos = 0
+        handle.seek(offset)
 
-    def seek(self, offset: int) -> None:
-        self.handle.seek(offset)
+    def fileno(self) -> int:
+        return int(self.handle.fileno())
 
-    def __iter__(self) -> Iterator[bytes]:
-        while chunk := self.handle.read(CHUNK):
-            yield chunk
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int) -> None:
+        self.pos = max(0, min(pos, self.size))
+        self.handle.seek(self.offset + self.pos)
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int = CHUNK) -> bytes:
+        data: bytes = self.handle.read(max(0, min(n, self.size - self.pos)))
+        self.pos += len(data)
+        return data
+
+    # werkzeug's Range wrapper seeks in what iter() returns: the body is its own iterator.
+    def __iter__(self) -> _FileSlice:
+        return self
+
+    def __next__(self) -> bytes:
+        chunk = self.read(CHUNK)
+        if not chunk:
+            raise StopIteration
+        return chunk
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.handle.close()
+
+
+class _MemoryBody:
+    """An entry libzim decompressed, as a seekable WSGI body (a Range skips, never copies)."""
+
+    def __init__(self, data: memoryview) -> None:
+        self.data, self.pos = data, 0
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int) -> None:
+        self.pos = max(0, min(pos, len(self.data)))
+
+    def tell(self) -> int:
+        return self.pos
+
+    def __iter__(self) -> _MemoryBody:
+        return self
+
+    def __next__(self) -> bytes:
+        if self.pos >= len(self.data):
+            raise StopIteration
+        chunk = bytes(self.data[self.pos:self.pos + CHUNK])
+        self.pos += len(chunk)
+        return chunk
+
+
+def _entry_body(origin: Origin, sha256: str, entry: Any, zitem: Any) -> _FileSlice | _MemoryBody:
+    """A large entry's bytes from the archive file when they are stored uncompressed, else from
+    libzim (a small one in one piece costs less than opening the file)."""
+    if zitem.size < FILE_SLICE_MIN:
+        return _MemoryBody(zitem.content)
+    path = origin.store.path(sha256)
+    stored = origin.cache.stored(sha256, path, entry._index)
+    if stored is not None and stored[1] == zitem.size:
+        try:
+            return _FileSlice(path.open("rb"), *stored)
+        except OSError:
+            pass
+    return _MemoryBody(zitem.content)
 
 
 class Dispatch:
