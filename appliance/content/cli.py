@@ -138,14 +138,19 @@ def list_items(cfg: Config, out: Output) -> None:
 @click.option("--catalog", "catalogs", multiple=True,
               help="OPDS feed or bundle manifest (URL or file) to queue books from.")
 @click.option("--book", "books", multiple=True, help="Only these book names from the catalog (default: all).")
+@click.option("--verify/--no-verify", "verify_one", default=True,
+              help="Afterwards, fully verify the next listed item in turn (default: on).")
 @json_option
 @pass_config
-def sync_command(cfg: Config, out: Output, catalogs: tuple[str, ...], books: tuple[str, ...]) -> None:
+def sync_command(cfg: Config, out: Output, catalogs: tuple[str, ...], books: tuple[str, ...],
+                 verify_one: bool) -> None:
     """Queue books from catalogs, then download, verify and swap in everything queued
-    (at low CPU and I/O priority, within [content] windows and bandwidth_kbps)."""
+    (at low CPU and I/O priority, within [content] windows and bandwidth_kbps); then check one
+    listed item in full, the next in name order each run (the background integrity check: an
+    item that turned bad on disk is taken out of the library)."""
     import psutil
 
-    from appliance.content import catalog, sync
+    from appliance.content import catalog, library, sync
     from appliance.content.download import DownloadError
     from appliance.content.jobs import JobQueue
 
@@ -164,8 +169,18 @@ def sync_command(cfg: Config, out: Output, catalogs: tuple[str, ...], books: tup
             raise click.ClickException(f"{source}: {exc}") from None
     bar: Any
     with click.progressbar(length=0, label="syncing", file=sys.stderr) as bar:
-        outcome = sync.run(cfg, store, queue, progress=lambda job, n: bar.update(n))
-    out.emit(outcome, lambda d: ", ".join(f"{v} {k}" for k, v in d.items()))
+        outcome: dict[str, Any] = sync.run(cfg, store, queue, progress=lambda job, n: bar.update(n))
+    checked = library.verify_next(store) if verify_one else None
+    if checked is not None:
+        outcome["verified"] = {"name": checked[0], "problem": checked[1]}
+
+    def text(d: dict[str, Any]) -> str:
+        line = ", ".join(f"{v} {k}" for k, v in d.items() if k != "verified")
+        if "verified" in d:
+            line += f"; verified {d['verified']['name']}: {d['verified']['problem'] or 'ok'}"
+        return line
+
+    out.emit(outcome, text)
 
 
 @group.command("import")

@@ -373,6 +373,27 @@ def verify(store: ContentStore, name: str, *, full: bool = True) -> str | None:
     return problem
 
 
+def verify_next(store: ContentStore) -> tuple[str, str | None] | None:
+    """The background integrity check: fully verify (`verify`) the listed item that comes after
+    the one checked last time, in name order, wrapping around, and remember it; one item per
+    call, so a nightly run reads one archive, not the whole drive. Returns (name, problem), or
+    None when the library is empty or its drive is missing (nothing is marked then). Items
+    already `bad` are checked too: one put right on disk comes back."""
+    if not store.present():
+        return None
+    names = [row[0] for row in store.db.execute("SELECT name FROM content_items ORDER BY name").fetchall()]
+    if not names:
+        return None
+    row = store.db.execute("SELECT value FROM content_state WHERE key = 'verify_last'").fetchone()
+    last = str(row[0]) if row else ""
+    name = next((n for n in names if n > last), names[0])
+    problem = verify(store, name, full=True)
+    with transaction(store.db):
+        store.db.execute("INSERT INTO content_state (key, value) VALUES ('verify_last', ?) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", [name])
+    return name, problem
+
+
 def usage_bytes(store: ContentStore) -> int:
     return int(store.db.execute("SELECT coalesce(sum(size), 0) FROM content_blobs").fetchone()[0])
 
