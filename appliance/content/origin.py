@@ -103,9 +103,10 @@ class Origin:
 class FastEntries:
     """The archive origin's hot path, in front of its Flask app: a plain GET or HEAD of an
     archive entry (`/content/<item>/<path>`, no query, no Range, no validator) answered
-    straight from libzim. Everything else (redirects, misses, 304, 206, packs) goes to the
-    Flask app, which answers the same request the same way; measured in `bench/portal.py`
-    (Flask's request and response objects cost more than the libzim read).
+    straight from libzim, or from the archive file for a large uncompressed entry (with
+    gunicorn's `wsgi.file_wrapper`: sendfile). Everything else (redirects, misses, 304, 206,
+    packs) goes to the Flask app, which answers the same request the same way; measured in
+    `bench/portal.py` (Flask's request and response objects cost more than the libzim read).
 
     The item is looked up once per change of the database (`PRAGMA data_version` moves when
     another connection commits: an add, a replacement, a removal) and the root's presence

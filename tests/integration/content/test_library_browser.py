@@ -43,6 +43,7 @@ document.addEventListener("securitypolicyviolation", (e) => {
 });
 """
 RAY = SHARED / "data" / "zim" / "wikipedia_en_ray_charles_mini.zim"
+FILM = bytes(range(256)) * (3 << 12)  # 3 MB, a pattern: a misplaced byte shows
 # Per language: a search with results in it, and words the page must show in that language.
 SEARCHES = {"en": ("water", "Search"), "ru": ("вода", "Найти")}
 SUGGESTED = {"en": "Water cycle", "ru": "Круговорот воды"}
@@ -69,6 +70,13 @@ def library_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
     library.add_zim(store, demo.build_demo_zim(tmp / "classroom_demo.zim"), subject="science")
     library.add_pack(store, demo.build_demo_pack(tmp / "fractions"), name="fractions_ru", language="ru",
                      subject="maths", title="Дроби: первые шаги")
+    # A film above the size the archive origin sends from the file (sendfile under gunicorn);
+    # linked, not embedded: the crawl checks pages, and random bytes are no video to play.
+    pages = [demo.Page("index.html", "Film", '<!doctype html><html lang="en"><title>Film</title>'
+                       '<h1>Film</h1><p><a href="film.webm">Watch</a></p></html>'),
+             demo.Page("film.webm", "film", FILM, "video/webm", front=False)]
+    library.add_zim(store, demo.build_zim(tmp / "film.zim", pages, main="index.html", title="Film",
+                                          name="film", fulltext=False), subject="film")
     db.conn.close()
     proc = Process(cfg_path, "portal", log=tmp / "portal.log").start()
     portal, archive = f"http://127.0.0.1:{portal_port}", f"http://127.0.0.1:{archive_port}"
@@ -213,3 +221,27 @@ def test_links_in_the_crawl_are_absolute_to_the_two_origins(library_portal, brow
     hrefs = page.locator("ul.resources a").evaluate_all("els => els.map(e => e.href)")
     context.close()
     assert {urljoin(h, "/") for h in hrefs} == {portal + "/", archive + "/"}
+
+
+def test_a_large_entry_is_sent_whole_and_in_ranges_by_the_real_server(library_portal):
+    """Under gunicorn the fast path hands the file to `wsgi.file_wrapper` (sendfile from the
+    entry's place in the archive): exactly the entry's bytes, none of the archive's around it."""
+    import urllib.request
+
+    _, archive = library_portal
+    url = archive + "/content/film/film.webm"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200 and int(response.headers["Content-Length"]) == len(FILM)
+        assert response.read() == FILM
+    request = urllib.request.Request(url, headers={"Range": "bytes=1000000-1000099"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 206 and response.read() == FILM[1_000_000:1_000_100]
+    # Twice on one keep-alive connection would show a body longer than its Content-Length.
+    import http.client
+
+    conn = http.client.HTTPConnection(urlsplit(archive).hostname, urlsplit(archive).port, timeout=10)
+    for _ in range(2):
+        conn.request("GET", "/content/film/film.webm")
+        answer = conn.getresponse()
+        assert answer.status == 200 and answer.read() == FILM
+    conn.close()
