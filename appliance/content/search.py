@@ -108,17 +108,30 @@ def merge(lists: Sequence[Sequence[Hit]], limit: int = 20) -> list[Hit]:
     return [best[k] for k in ranked[:limit]]
 
 
+@functools.lru_cache(maxsize=1024)
+def _candidates(wanted: frozenset[str]) -> re.Pattern[str]:
+    """Words that begin with one of the stems (Snowball stems are, nearly always, a prefix of
+    the word: only those words need stemming to be checked)."""
+    alternatives = "|".join(re.escape(w) for w in sorted(wanted, key=len, reverse=True))
+    return re.compile(rf"\b(?:{alternatives})\w*", re.IGNORECASE)
+
+
 def snippet(text: str, query: str, width: int = 160) -> str:
-    """About `width` characters of `text` around the first word whose stem matches the query."""
-    wanted = {stem(w) for w in words(query)}
+    """About `width` characters of `text` around the first word whose stem matches the query
+    (found among the words that begin with a stem; when none does, every word is stemmed)."""
+    wanted = frozenset(stem(w) for w in words(query))
     text = " ".join(text.split())
-    for match in WORD.finditer(text):
-        if stem(match.group()) in wanted:
-            start = max(0, match.start() - width // 3)
-            cut = text[start:start + width]
-            if start > 0:
-                cut = "…" + cut.split(" ", 1)[-1]
-            return cut + ("…" if start + width < len(text) else "")
+    found = None
+    if wanted:
+        found = next((m for m in _candidates(wanted).finditer(text) if stem(m.group()) in wanted), None)
+    if found is None:
+        found = next((m for m in WORD.finditer(text) if stem(m.group()) in wanted), None)
+    if found is not None:
+        start = max(0, found.start() - width // 3)
+        cut = text[start:start + width]
+        if start > 0:
+            cut = "…" + cut.split(" ", 1)[-1]
+        return cut + ("…" if start + width < len(text) else "")
     return text[:width] + ("…" if len(text) > width else "")
 
 

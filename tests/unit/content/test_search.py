@@ -27,6 +27,15 @@ def test_snippet_and_highlight():
     cut = search.snippet(text, "waters")
     assert "water cycle" in cut and cut.startswith("…")
     assert ("water", True) in search.highlight("The water cycle", "waters")
+    # Russian: the stem is a prefix of the form in the text, any case.
+    cut = search.snippet("Начало. " * 40 + "Вода движется между океанами.", "воды")
+    assert cut.startswith("…") and "Вода движется" in cut
+    # "happy" stems to "happi", no prefix of it: found by stemming every word instead.
+    assert search.stem("happy") == search.stem("happiness") == "happi"
+    cut = search.snippet("Intro. " * 40 + "A happy ending.", "happiness")
+    assert "happy ending" in cut and cut.startswith("…")
+    # Nothing matches: the start of the text.
+    assert search.snippet("Intro. " * 40, "zebra").startswith("Intro. Intro.")
 
 
 def test_fts_index_finds_russian_forms(store):
