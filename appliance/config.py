@@ -116,7 +116,8 @@ class PortalSection:
     listen: str = field(default="0.0.0.0", metadata=rule(_nonempty))  # noqa: S104 - students reach it
     port: int = field(default=80, metadata=rule(_port))
     workers: int = field(default=2, metadata=rule(_positive))
-    threads: int = field(default=8, metadata=rule(_positive))
+    # A video or audio stream from the library holds a thread while it plays: 2 x 32 is 64.
+    threads: int = field(default=32, metadata=rule(_positive))
     title: str = field(default="Classroom library", metadata=rule(_nonempty))
 
 

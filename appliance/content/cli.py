@@ -77,7 +77,8 @@ def add(cfg: Config, out: Output, source: str, name: str | None, language: str, 
             from appliance.content.catalog import Book
 
             book = Book(name=name or library.item_name(source.rsplit("/", 1)[-1].split(".zim")[0]),
-                        title=name or "", url=source, sha256=expect_sha256, language=language, subject=subject)
+                        title=name or "", url=source, sha256=expect_sha256, language=language,
+                        subject=subject)
             job = sync.enqueue_book(JobQueue(db), book)
             out.emit({"queued": job.id, "name": job.name, "url": job.url},
                      lambda d: f"queued job {d['queued']} for {d['name']}; run `appliance content sync`")
@@ -121,8 +122,9 @@ def list_items(cfg: Config, out: Output) -> None:
 
     def text(d: dict[str, Any]) -> str:
         lines = [f"root {d['root']}: " + (f"MISSING: {d['root_problem']}" if d["root_problem"] else "ok")]
-        lines += [f"{i['state']:4} {i['kind']:4} {i['name']:30} {i['size']:>12}  views(7d) {i['views_7d']:>4}  "
-                  f"{i['title']}" + (f"  ({i['problem']})" if i["problem"] else "") for i in d["items"]]
+        lines += [f"{i['state']:4} {i['kind']:4} {i['name']:30} {i['size']:>12}  "
+                  f"views(7d) {i['views_7d']:>4}  {i['title']}"
+                  + (f"  ({i['problem']})" if i["problem"] else "") for i in d["items"]]
         if not d["items"]:
             lines.append("no items")
         lines += [f"job {j['id']} {j['state']} {j['name']} {j['done_bytes']}/{j['size']}"
@@ -136,14 +138,19 @@ def list_items(cfg: Config, out: Output) -> None:
 @click.option("--catalog", "catalogs", multiple=True,
               help="OPDS feed or bundle manifest (URL or file) to queue books from.")
 @click.option("--book", "books", multiple=True, help="Only these book names from the catalog (default: all).")
+@click.option("--verify/--no-verify", "verify_one", default=True,
+              help="Afterwards, fully verify the next listed item in turn (default: on).")
 @json_option
 @pass_config
-def sync_command(cfg: Config, out: Output, catalogs: tuple[str, ...], books: tuple[str, ...]) -> None:
+def sync_command(cfg: Config, out: Output, catalogs: tuple[str, ...], books: tuple[str, ...],
+                 verify_one: bool) -> None:
     """Queue books from catalogs, then download, verify and swap in everything queued
-    (at low CPU and I/O priority, within [content] windows and bandwidth_kbps)."""
+    (at low CPU and I/O priority, within [content] windows and bandwidth_kbps); then check one
+    listed item in full, the next in name order each run (the background integrity check: an
+    item that turned bad on disk is taken out of the library)."""
     import psutil
 
-    from appliance.content import catalog, sync
+    from appliance.content import catalog, library, sync
     from appliance.content.download import DownloadError
     from appliance.content.jobs import JobQueue
 
@@ -162,8 +169,18 @@ def sync_command(cfg: Config, out: Output, catalogs: tuple[str, ...], books: tup
             raise click.ClickException(f"{source}: {exc}") from None
     bar: Any
     with click.progressbar(length=0, label="syncing", file=sys.stderr) as bar:
-        outcome = sync.run(cfg, store, queue, progress=lambda job, n: bar.update(n))
-    out.emit(outcome, lambda d: ", ".join(f"{v} {k}" for k, v in d.items()))
+        outcome: dict[str, Any] = sync.run(cfg, store, queue, progress=lambda job, n: bar.update(n))
+    checked = library.verify_next(store) if verify_one else None
+    if checked is not None:
+        outcome["verified"] = {"name": checked[0], "problem": checked[1]}
+
+    def text(d: dict[str, Any]) -> str:
+        line = ", ".join(f"{v} {k}" for k, v in d.items() if k != "verified")
+        if "verified" in d:
+            line += f"; verified {d['verified']['name']}: {d['verified']['problem'] or 'ok'}"
+        return line
+
+    out.emit(outcome, text)
 
 
 @group.command("import")
@@ -185,7 +202,8 @@ def import_command(cfg: Config, out: Output, folder: Path) -> None:
         if not is_zim and not is_pack:
             continue
         try:
-            item = _add_one(store, path, name=None, language="", subject="", **({} if is_pack else {"expect_sha256": None}))
+            extra: dict[str, Any] = {} if is_pack else {"expect_sha256": None}
+            item = _add_one(store, path, name=None, language="", subject="", **extra)
             results.append({"source": str(path), "added": item.name})
         except library.LibraryError as exc:
             results.append({"source": str(path), "error": str(exc)})

@@ -72,14 +72,16 @@ STYLE = "body{font-family:sans-serif;max-width:40em;margin:auto;padding:1em}img{
 def _article(title: str, body: str, lang: str) -> str:
     return (f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<link rel="stylesheet" href="style.css"><script>document.documentElement.dataset.js="1"</script>'
+            f'<link rel="stylesheet" href="style.css">'
+            f'<script>document.documentElement.dataset.js="1"</script>'
             f'</head><body><h1>{title}</h1>{body}<p><img src="pixel.png" alt=""></p></body></html>')
 
 
 def demo_pages() -> list[Page]:
     return [
         Page("index.html", "Classroom demo library", _article("Classroom demo library",
-             '<ul><li><a href="Water_cycle">Water cycle</a></li><li><a href="Круговорот_воды">Круговорот воды</a>'
+             '<ul><li><a href="Water_cycle">Water cycle</a></li>'
+             '<li><a href="Круговорот_воды">Круговорот воды</a>'
              '</li><li><a href="Fractions%20%26%20decimals">Fractions &amp; decimals</a></li></ul>', "en")),
         Page("Water_cycle", "Water cycle", _article("Water cycle",
              "<p>The water cycle moves water between the oceans, the air and the land: evaporation, "
@@ -140,4 +142,5 @@ def _tiny_wav(samples: int = 8000) -> bytes:
 
     data = bytes(128 + (40 if (i // 10) % 2 else -40) for i in range(samples))
     return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " +
-            struct.pack("<IHHIIHH", 16, 1, 1, 8000, 8000, 1, 8) + b"data" + struct.pack("<I", len(data)) + data)
+            struct.pack("<IHHIIHH", 16, 1, 1, 8000, 8000, 1, 8) + b"data" + struct.pack("<I", len(data))
+            + data)

@@ -77,7 +77,8 @@ class Limits:
     bandwidth_bps: int = 0
     windows: tuple[str, ...] = ()
     reserve_bytes: int = 0
-    free_bytes: Callable[[Path], int] = field(default=lambda p: os.statvfs(p).f_bavail * os.statvfs(p).f_frsize)
+    free_bytes: Callable[[Path], int] = field(
+        default=lambda p: os.statvfs(p).f_bavail * os.statvfs(p).f_frsize)
     local_time: Callable[[], dt.time] = field(default=lambda: dt.datetime.now().time())
     stop: threading.Event = field(default_factory=threading.Event)
     timeout: float = 30.0

@@ -87,13 +87,14 @@ class JobQueue:
                 job = _job(old)
                 if job.url == url and job.sha256 == sha256:
                     if job.state == "failed":
-                        self.db.execute("UPDATE content_jobs SET state = 'queued', attempts = 0, next_at = 0, "
-                                        "error = NULL, updated_at = ? WHERE id = ?", [now, job.id])
+                        self.db.execute("UPDATE content_jobs SET state = 'queued', attempts = 0, "
+                                        "next_at = 0, error = NULL, updated_at = ? WHERE id = ?",
+                                        [now, job.id])
                     return self.get(job.id)
                 self.db.execute("DELETE FROM content_jobs WHERE id = ?", [job.id])
             cur = self.db.execute(
-                "INSERT INTO content_jobs (name, kind, url, sha256, size, pieces, meta, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO content_jobs (name, kind, url, sha256, size, pieces, meta, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [name, kind, url, sha256, size, json.dumps(pieces) if pieces else None,
                  json.dumps(meta or {}), now, now])
         assert cur.lastrowid is not None
@@ -136,17 +137,18 @@ class JobQueue:
 
     def done(self, job_id: int) -> None:
         with transaction(self.db):
-            self.db.execute("UPDATE content_jobs SET state = 'done', error = NULL, updated_at = ? WHERE id = ?",
-                            [self._now(), job_id])
+            self.db.execute("UPDATE content_jobs SET state = 'done', error = NULL, updated_at = ? "
+                            "WHERE id = ?", [self._now(), job_id])
             if self.get(job_id).kind in ("zim", "pack"):  # the library's own last sync
                 self.db.execute("INSERT INTO content_state (key, value) VALUES ('last_sync', ?) "
-                                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", [self._now()])
+                                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                                [self._now()])
 
     def pause(self, job_id: int, reason: str) -> None:
         """Back to the queue without counting an attempt (the window closed, we were stopped)."""
         with transaction(self.db):
-            self.db.execute("UPDATE content_jobs SET state = 'queued', error = ?, updated_at = ? WHERE id = ?",
-                            [reason, self._now(), job_id])
+            self.db.execute("UPDATE content_jobs SET state = 'queued', error = ?, updated_at = ? "
+                            "WHERE id = ?", [reason, self._now(), job_id])
 
     def fail(self, job_id: int, error: str, *, retries: int, permanent: bool = False,
              rng: random.Random | None = None) -> Job:

@@ -47,5 +47,6 @@ class ContentPart(LabPart):
                 db.conn.close()
 
     def banner(self, ctx: LabContext) -> list[str]:
-        return [f"  archives  http://{ctx.host}:{self.port(ctx, slot)}/   ({slot.id}, the library's own origin)"
+        return [f"  archives  http://{ctx.host}:{self.port(ctx, slot)}/   "
+                f"({slot.id}, the library's own origin)"
                 for slot in ctx.slots]

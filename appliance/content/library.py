@@ -8,6 +8,7 @@ and swaps the row in one transaction, so readers see the old version until the n
 
 from __future__ import annotations
 
+import functools
 import html
 import html.parser
 import mimetypes
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 from libzim.search import Query, Searcher
@@ -293,8 +295,9 @@ def store_pack(store: ContentStore, manifest: catalog.PackManifest,
             [name, title or manifest.title, manifest.description, language or manifest.language,
              subject or manifest.subject, sum(f.size for f in stored), manifest.index, origin,
              manifest.version, _now(), _now()])
-        db.conn.executemany("INSERT INTO content_files (item, path, sha256, size, mimetype) VALUES (?, ?, ?, ?, ?)",
-                       [(name, f.path, f.sha256, f.size, mimetype(f.path)) for f in stored])
+        db.conn.executemany("INSERT INTO content_files (item, path, sha256, size, mimetype) "
+                            "VALUES (?, ?, ?, ?, ?)",
+                            [(name, f.path, f.sha256, f.size, mimetype(f.path)) for f in stored])
         search.remove_documents(db, "pack", name)
         docs = []
         for f in stored:
@@ -370,12 +373,38 @@ def verify(store: ContentStore, name: str, *, full: bool = True) -> str | None:
     return problem
 
 
+def verify_next(store: ContentStore) -> tuple[str, str | None] | None:
+    """The background integrity check: fully verify (`verify`) the listed item that comes after
+    the one checked last time, in name order, wrapping around, and remember it; one item per
+    call, so a nightly run reads one archive, not the whole drive. Returns (name, problem), or
+    None when the library is empty or its drive is missing (nothing is marked then). Items
+    already `bad` are checked too: one put right on disk comes back."""
+    if not store.present():
+        return None
+    names = [row[0] for row in store.db.execute("SELECT name FROM content_items ORDER BY name").fetchall()]
+    if not names:
+        return None
+    row = store.db.execute("SELECT value FROM content_state WHERE key = 'verify_last'").fetchone()
+    last = str(row[0]) if row else ""
+    name = next((n for n in names if n > last), names[0])
+    problem = verify(store, name, full=True)
+    with transaction(store.db):
+        store.db.execute("INSERT INTO content_state (key, value) VALUES ('verify_last', ?) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", [name])
+    return name, problem
+
+
 def usage_bytes(store: ContentStore) -> int:
     return int(store.db.execute("SELECT coalesce(sum(size), 0) FROM content_blobs").fetchone()[0])
 
 
 # -- search across everything -----------------------------------------------------------------
-def search_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *, limit: int = 20) -> list[search.Hit]:
+def _entry_text(entry: Any) -> str:
+    return html_text(bytes(entry.get_item().content))[1]
+
+
+def search_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *,
+               limit: int = 20) -> list[search.Hit]:
     """Our FTS index plus every archive's own full-text index, merged (see `search.merge`)."""
     lists = [search.search(store.db, query, limit=limit)]
     for item in items(store.db, only_ok=True):
@@ -389,8 +418,8 @@ def search_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *, limi
             hits = []
             for path in results.getResults(0, min(limit, 10)):
                 entry = archive.get_entry_by_path(path)
-                body = bytes(entry.get_item().content) if not entry.is_redirect else b""
-                text = html_text(body)[1] if body else ""
+                text = "" if entry.is_redirect else cache.text(
+                    item.sha256, path, functools.partial(_entry_text, entry))
                 hits.append(search.Hit("zim", item.name, path, entry.title, search.snippet(text, query)))
             lists.append(hits)
         except (RuntimeError, zim.ZimError):
@@ -398,7 +427,8 @@ def search_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *, limi
     return search.merge(lists, limit)
 
 
-def suggest_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *, limit: int = 8) -> list[search.Hit]:
+def suggest_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *,
+                limit: int = 8) -> list[search.Hit]:
     lists = [search.suggest(store.db, query, limit=limit)]
     for item in items(store.db, only_ok=True):
         if item.kind != "zim" or not item.sha256 or not store.present():
@@ -407,9 +437,16 @@ def suggest_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *, lim
             archive = cache.get(item.sha256, store.path(item.sha256))
             if not archive.has_title_index:
                 continue
-            results = SuggestionSearcher(archive).suggest(query)
+            searcher = SuggestionSearcher(archive)
+            paths = list(searcher.suggest(query).getResults(0, limit))
+            typed = search.words(query)
+            if not paths and typed and search.stem(typed[-1]) != typed[-1]:
+                # libzim matches title words by prefix, so an inflected word ("вода" for the
+                # title "Круговорот воды") finds nothing; its stem ("вод") is a prefix of every form.
+                stemmed = " ".join([*typed[:-1], search.stem(typed[-1])])
+                paths = list(searcher.suggest(stemmed).getResults(0, limit))
             hits = []
-            for path in results.getResults(0, limit):
+            for path in paths:
                 entry = archive.get_entry_by_path(path)
                 hits.append(search.Hit("zim", item.name, path, entry.title))
             lists.append(hits)

@@ -133,7 +133,8 @@ class ContentStore:
         return shutil.disk_usage(self.root).free
 
     def has(self, sha256: str) -> bool:
-        return self.db.execute("SELECT 1 FROM content_blobs WHERE sha256 = ?", [sha256]).fetchone() is not None
+        found = self.db.execute("SELECT 1 FROM content_blobs WHERE sha256 = ?", [sha256]).fetchone()
+        return found is not None
 
     # -- writing --------------------------------------------------------------------------
     def put_chunks(self, chunks: Iterable[bytes], *, expect_sha256: str | None = None) -> Blob:
@@ -198,7 +199,8 @@ class ContentStore:
         """Record that `owner` uses blob `sha256` (already stored): the library's garbage
         collection keeps it until the owner releases it."""
         with transaction(self.db):
-            self.db.execute("INSERT OR IGNORE INTO content_refs (owner, sha256) VALUES (?, ?)", [owner, sha256])
+            self.db.execute("INSERT OR IGNORE INTO content_refs (owner, sha256) VALUES (?, ?)",
+                            [owner, sha256])
 
     def held(self, owner: str) -> set[str]:
         """The blobs `owner` holds."""

@@ -8,8 +8,11 @@ pages link to each other. Metadata (`M/`) and index (`X/`, old `Z/`) entries are
 
 from __future__ import annotations
 
+import os
+import struct
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,8 @@ from libzim.reader import Archive, Entry
 # Namespaces of an old-layout archive that hold no content for readers.
 HIDDEN_NAMESPACES = ("M/", "X/", "Z/")
 SAMPLE_ENTRIES = 32
+# Entries whose place in the archive file is remembered (about 100 bytes each).
+STORED_ENTRIES = 65536
 
 
 class ZimError(Exception):
@@ -121,12 +126,60 @@ def find(archive: Archive, path: str) -> Entry | None:
 
 class ArchiveCache:
     """Open archives by blob hash, at most `size` at a time (opening costs; reading is
-    thread-safe). A replaced archive has another hash, so it is a new key."""
+    thread-safe). A replaced archive has another hash, so it is a new key.
 
-    def __init__(self, size: int = 16) -> None:
+    It also keeps the plain text of recently searched articles (`text`), at most `text_chars`
+    characters in all: a search's snippets are cut from the text of its hits, and parsing an
+    article's HTML in Python costs more than the whole libzim search."""
+
+    def __init__(self, size: int = 16, text_chars: int = 8_000_000) -> None:
         self.size = size
+        self.text_chars = text_chars
         self._open: OrderedDict[str, Archive] = OrderedDict()
+        self._texts: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._stored: dict[tuple[str, int], tuple[int, int] | None] = {}
+        self._text_total = 0
         self._lock = threading.Lock()
+
+    def stored(self, sha256: str, path: Path, index: int) -> tuple[int, int] | None:
+        """`stored_range` of entry `index` of archive `sha256` at `path`, remembered (an
+        archive's file never changes under its hash)."""
+        key = (sha256, index)
+        with self._lock:
+            if key in self._stored:
+                return self._stored[key]
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            found = stored_range(fd, index)
+        finally:
+            os.close(fd)
+        with self._lock:
+            if len(self._stored) >= STORED_ENTRIES:
+                self._stored.clear()
+            self._stored[key] = found
+        return found
+
+    def text(self, sha256: str, path: str, extract: Callable[[], str]) -> str:
+        """The text of entry `path` of archive `sha256`, from `extract()` the first time (two
+        threads may both extract it once: harmless, and no lock is held while parsing)."""
+        key = (sha256, path)
+        with self._lock:
+            found = self._texts.get(key)
+            if found is not None:
+                self._texts.move_to_end(key)
+                return found
+        text = extract()
+        with self._lock:
+            if key not in self._texts and len(text) <= self.text_chars:
+                self._texts[key] = text
+                self._text_total += len(text)
+                while self._text_total > self.text_chars:
+                    _, old = self._texts.popitem(last=False)
+                    self._text_total -= len(old)
+        return text
 
     def get(self, sha256: str, path: Path) -> Archive:
         with self._lock:
@@ -140,3 +193,48 @@ class ArchiveCache:
             while len(self._open) > self.size:
                 self._open.popitem(last=False)
         return archive
+
+
+_HEADER = struct.Struct("<IHH16sIIQQQQIIQ")
+_U64 = struct.Struct("<Q")
+_DIRENT = struct.Struct("<HBcIII")
+# Cluster compression codes that mean "stored as is" (0: the format's default, 1: none).
+_UNCOMPRESSED = (0, 1)
+_EXTENDED = 0x10
+
+
+def stored_range(fd: int, index: int) -> tuple[int, int] | None:
+    """(offset, size) of entry `index`'s bytes in the archive file open as `fd`, when the entry is
+    stored in an uncompressed cluster (images, video, audio in practice), else None (compressed,
+    a redirect, or anything that does not parse: the caller then reads through libzim).
+
+    Read from the ZIM format's tables (openzim's spec: header, path pointer list, directory
+    entry, cluster pointer list, the cluster's blob offsets), so the bytes can be sent from the
+    file (sendfile, or a few hundred kB at a time for a Range) instead of libzim handing over the
+    whole entry: a 200 MB video does not become 200 MB in memory per stream."""
+    try:
+        header = os.pread(fd, _HEADER.size, 0)
+        if len(header) < _HEADER.size:
+            return None
+        magic, _major, _minor, _uuid, entries, clusters, path_ptr, _title_ptr, cluster_ptr, *_ = (
+            _HEADER.unpack(header))
+        if magic != 72173914 or not 0 <= index < entries:
+            return None
+        dirent_pos = _U64.unpack(os.pread(fd, 8, path_ptr + 8 * index))[0]
+        mime, _param, _ns, _rev, cluster, blob = _DIRENT.unpack(os.pread(fd, _DIRENT.size, dirent_pos))
+        if mime >= 0xFFFD or cluster >= clusters:
+            return None
+        start = _U64.unpack(os.pread(fd, 8, cluster_ptr + 8 * cluster))[0]
+        info = os.pread(fd, 1, start)[0]
+        if info & 0x0F not in _UNCOMPRESSED:
+            return None
+        width = 8 if info & _EXTENDED else 4
+        offsets = os.pread(fd, 2 * width, start + 1 + blob * width)
+        if len(offsets) < 2 * width:
+            return None
+        first, end = (int.from_bytes(offsets[i:i + width], "little") for i in (0, width))
+        if end < first:
+            return None
+        return start + 1 + first, end - first
+    except (OSError, struct.error, IndexError):
+        return None

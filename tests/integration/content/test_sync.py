@@ -115,7 +115,8 @@ def test_a_dropped_download_resumes_with_range_and_is_listed(env, upstream, tmp_
 def test_a_file_changed_upstream_mid_download_restarts_cleanly(env, upstream, tmp_path):
     del env  # only the library folder, not its state, matters here
     old = demo.build_demo_zim(tmp_path / "old.zim").read_bytes()
-    new = demo.build_zim(tmp_path / "new.zim", demo.demo_pages()[:3], main="index.html", title="New").read_bytes()
+    new = demo.build_zim(tmp_path / "new.zim", demo.demo_pages()[:3], main="index.html",
+                         title="New").read_bytes()
     url = upstream.put("/zim/x.zim", old)
     upstream.drop_after["/zim/x.zim"] = 20_000
     upstream.change_to["/zim/x.zim"] = new
@@ -177,7 +178,8 @@ def test_the_queue_survives_a_restart_and_metalinks_are_read(env, upstream, tmp_
     url = upstream.put("/zim/demo.zim", data)
     meta4 = f"""<?xml version="1.0" encoding="UTF-8"?>
 <metalink xmlns="urn:ietf:params:xml:ns:metalink"><file name="demo.zim"><size>{len(data)}</size>
-<hash type="sha-256">{hashlib.sha256(data).hexdigest()}</hash><url priority="1">{url}</url></file></metalink>"""
+<hash type="sha-256">{hashlib.sha256(data).hexdigest()}</hash>
+<url priority="1">{url}</url></file></metalink>"""
     meta_url = upstream.put("/zim/demo.zim.meta4", meta4.encode())
     job = sync.enqueue_book(queue, Book(name="demo", title="Demo", url=meta_url))
     queue.claim()  # a crash while it ran

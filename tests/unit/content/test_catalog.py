@@ -9,7 +9,8 @@ OPDS = """<?xml version="1.0" encoding="UTF-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom" xmlns:dc="http://purl.org/dc/terms/"
       xmlns:opds="https://specs.opds.io/opds-1.2" xmlns:thr="http://purl.org/syndication/thread/1.0">
   <id>5e1f4b3c-0000-0000-0000-000000000000</id>
-  <link rel="self" href="/catalog/v2/entries" type="application/atom+xml;profile=opds-catalog;kind=acquisition"/>
+  <link rel="self" href="/catalog/v2/entries"
+        type="application/atom+xml;profile=opds-catalog;kind=acquisition"/>
   <title>All Entries</title>
   <updated>2025-01-01T00:00:00Z</updated>
   <totalResults>2</totalResults><startIndex>0</startIndex><itemsPerPage>2</itemsPerPage>
@@ -25,7 +26,8 @@ OPDS = """<?xml version="1.0" encoding="UTF-8"?>
     <tags>wikipedia;_category:wikipedia;_pictures:no</tags>
     <articleCount>129</articleCount>
     <mediaCount>24</mediaCount>
-    <link rel="http://opds-spec.org/image/thumbnail" href="/catalog/v2/illustration/1a2b/?size=48" type="image/png;width=48;height=48;scale=1"/>
+    <link rel="http://opds-spec.org/image/thumbnail" href="/catalog/v2/illustration/1a2b/?size=48"
+          type="image/png;width=48;height=48;scale=1"/>
     <link type="text/html" href="/content/wikipedia_en_ray_charles_maxi_2024-01"/>
     <author><name>Wikipedia</name></author>
     <publisher><name>Kiwix</name></publisher>

@@ -27,6 +27,15 @@ def test_snippet_and_highlight():
     cut = search.snippet(text, "waters")
     assert "water cycle" in cut and cut.startswith("…")
     assert ("water", True) in search.highlight("The water cycle", "waters")
+    # Russian: the stem is a prefix of the form in the text, any case.
+    cut = search.snippet("Начало. " * 40 + "Вода движется между океанами.", "воды")
+    assert cut.startswith("…") and "Вода движется" in cut
+    # "happy" stems to "happi", no prefix of it: found by stemming every word instead.
+    assert search.stem("happy") == search.stem("happiness") == "happi"
+    cut = search.snippet("Intro. " * 40 + "A happy ending.", "happiness")
+    assert "happy ending" in cut and cut.startswith("…")
+    # Nothing matches: the start of the text.
+    assert search.snippet("Intro. " * 40, "zebra").startswith("Intro. Intro.")
 
 
 def test_fts_index_finds_russian_forms(store):
@@ -37,3 +46,25 @@ def test_fts_index_finds_russian_forms(store):
     assert [h.title for h in search.suggest(store.db, "frac")] == ["Fractions"]
     search.remove_documents(store.db, "pack", "p")
     assert search.search(store.db, "fractions") == []
+
+
+def test_article_texts_are_cached_per_archive_and_bounded():
+    from appliance.content.zim import ArchiveCache
+
+    cache = ArchiveCache(text_chars=10)
+    calls = []
+
+    def extract(text):
+        def run():
+            calls.append(text)
+            return text
+        return run
+
+    assert cache.text("a" * 64, "A/x", extract("12345")) == "12345"
+    assert cache.text("a" * 64, "A/x", extract("other")) == "12345"  # cached: not parsed again
+    assert cache.text("b" * 64, "A/x", extract("abcde")) == "abcde"  # another archive, same path
+    assert cache.text("c" * 64, "A/y", extract("zz")) == "zz"  # 12 characters: the oldest goes
+    assert cache.text("a" * 64, "A/x", extract("again")) == "again"
+    assert cache.text("d" * 64, "A/z", extract("x" * 11)) == "x" * 11  # too big to keep
+    assert cache.text("d" * 64, "A/z", extract("y")) == "y"
+    assert calls == ["12345", "abcde", "zz", "again", "x" * 11, "y"]

@@ -1,4 +1,5 @@
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,8 @@ def test_require_mount_refuses_a_plain_folder(cfg, store):
         strict.initialise()
 
 
-@pytest.mark.parametrize("name", ["bad_mimetype_list.zim", "outofbounds_urlptrpos.zim", "smaller_than_header.zim"])
+@pytest.mark.parametrize("name", ["bad_mimetype_list.zim", "outofbounds_urlptrpos.zim",
+                                  "smaller_than_header.zim"])
 def test_invalid_archives_are_refused_with_a_message(store, name):
     with pytest.raises(library.LibraryError, match="refused"):
         library.add_zim(store, ZIM / "invalid" / name)
@@ -70,6 +72,42 @@ def test_verify_takes_a_changed_archive_out(store):
     path.write_bytes(bytes(data))
     assert "checksum" in library.verify(store, item.name)
     assert library.get(store.db, item.name).state == "bad"
+
+
+def test_the_background_check_verifies_one_item_per_run_in_turn(store, cfg, tmp_path: Path, runner):
+    from appliance.cli import cli as main
+    from appliance.content import demo
+
+    assert library.verify_next(store) is None  # an empty library: nothing to check
+    small = library.add_zim(store, ZIM / "small.zim")
+    library.add_pack(store, demo.build_demo_pack(tmp_path / "pack"), name="a_pack")
+    ray = library.add_zim(store, ZIM / "wikipedia_en_ray_charles_mini.zim")
+    order = sorted([small.name, "a_pack", ray.name])
+    assert [library.verify_next(store) for _ in range(4)] == [(n, None) for n in [*order, order[0]]]
+    # The archive turns bad on disk: its turn takes it out; put right, its next turn brings it back.
+    path = store.path(small.sha256)
+    good = path.read_bytes()
+    path.chmod(0o644)
+    path.write_bytes(good[:-100] + bytes(b ^ 0xFF for b in good[-100:]))
+    while (checked := library.verify_next(store))[0] != small.name:
+        pass
+    assert "checksum" in checked[1] and library.get(store.db, small.name).state == "bad"
+    path.write_bytes(good)
+    while (checked := library.verify_next(store))[0] != small.name:
+        pass
+    assert checked == (small.name, None) and library.get(store.db, small.name).state == "ok"
+    # `content sync` runs the check after the queue (nothing queued here) and says what it checked.
+    from appliance.harness.process import write_config
+
+    config_path = write_config(tmp_path / "appliance.toml", content={"root": str(cfg.content.root)},
+                               appliance={"id": "t", "state_dir": str(cfg.appliance.state_dir)})
+    result = runner.invoke(main, ["--config", str(config_path), "content", "sync", "--json"])
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.output[result.output.index("{"):])
+    assert outcome["verified"] == {"name": order[(order.index(small.name) + 1) % 3], "problem": None}
+    assert outcome["done"] == outcome["failed"] == 0
+    result = runner.invoke(main, ["--config", str(config_path), "content", "sync", "--no-verify", "--json"])
+    assert result.exit_code == 0 and "verified" not in result.output
 
 
 def test_pack_from_a_plain_folder_and_remove(store, tmp_path: Path):
