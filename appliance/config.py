@@ -428,6 +428,8 @@ class MoodleSection:
         for i, cid in enumerate(self.signin_courses):
             if cid in self.open_courses:
                 raise RuleError(f"signin_courses[{i}]", f"course {cid} is also in open_courses")
+        if self.signin_used and not self.url:
+            raise RuleError("url", "is required for sign-in: Moodle checks the pupils' passwords")
         if self.password_file is not None and not self.username:
             raise RuleError("username", "is required when password_file is set")
         if self.username and self.password_file is None:

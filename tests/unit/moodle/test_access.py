@@ -89,5 +89,7 @@ def test_signin_without_a_certificate_and_key_is_a_config_error():
         config(network={"tls_cert": "/c.pem", "tls_key": "/k.pem"}, portal={"https_port": 80})
     with pytest.raises(ConfigError, match=r"moodle\.signin_courses\[0\]: course 2 is also in open_courses"):
         config(moodle={"signin_courses": [2], "open_courses": [2]})
+    with pytest.raises(ConfigError, match=r"moodle\.url: is required for sign-in"):
+        config(moodle={"signin_courses": [2]}, network={"tls_cert": "/c.pem", "tls_key": "/k.pem"})
     with pytest.raises(ConfigError, match=r"moodle\.offline_signin_days"):
         config(moodle={"offline_signin_days": 400})
