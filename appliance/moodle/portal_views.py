@@ -102,7 +102,8 @@ USER_KEY = "moodle_user"
 COURSES_KEY = "moodle_courses"
 # How long the portal waits for Moodle at sign-in before it treats it as unreachable.
 SIGNIN_TIMEOUT = 10.0
-_COURSE_PATH = re.compile(r"/moodle/course/(\d+)(/|$)")
+# A course's pages, files and anchors on its page (`/moodle/course/3#m-15`, a label's hit).
+_COURSE_PATH = re.compile(r"/moodle/course/(\d+)(?!\d)")
 
 
 def _session_courses() -> list[int]:

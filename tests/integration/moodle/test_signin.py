@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 from appliance.config import from_dict
 from appliance.fleet.broker import free_port
 from appliance.harness.process import wait_for, write_config
+from appliance.moodle.portal_views import may_see
 from appliance.moodle.replay import Pupil, ReplayMoodle
 from appliance.portal.app import create_app
 from tests.integration.moodle.test_sync import DATA, Rig
@@ -136,6 +137,10 @@ def test_a_signin_course_is_sent_to_the_https_form_and_an_open_one_is_not(synced
     # Search names the course's pages to no stranger.
     assert b"/moodle/course/2/" not in phone.get("/search?q=хлоропласт", https=False).data
     assert b"/moodle/course/2/" not in phone.get("/search?q=хлоропласт").data
+    with create_app(cfg).test_request_context(base_url=HTTPS):
+        for hidden in ("/moodle/course/2", "/moodle/course/2#m-5", "/moodle/course/2/m/7/chapter/2"):
+            assert not may_see(hidden), hidden
+        assert may_see("/moodle/course/3#m-15") and may_see("/moodle/course/22") and may_see("/moodle/")
 
 
 def test_right_password_and_enrolled_shows_the_course_and_keeps_no_token(synced, cfg, replay, caplog):
