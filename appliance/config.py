@@ -119,6 +119,8 @@ class PortalSection:
     # A video or audio stream from the library holds a thread while it plays: 2 x 32 is 64.
     threads: int = field(default=32, metadata=rule(_positive))
     title: str = field(default="Classroom library", metadata=rule(_nonempty))
+    # HTTPS listener of the same process, served only with [network] tls_cert and tls_key.
+    https_port: int = field(default=443, metadata=rule(_port))
 
 
 @dataclass(frozen=True)
@@ -354,6 +356,7 @@ class NetworkSection:
     captive_port: int = field(
         default=8081, metadata=rule(lambda v: _check(1025 <= v <= 65535, "must be 1025-65535")))
     tls_cert: Path | None = None
+    tls_key: Path | None = None
     render_dir: Path | None = None
     services: Literal["systemd", "direct"] = "systemd"
     helper: HelperSection = field(default_factory=HelperSection)
@@ -377,6 +380,13 @@ class NetworkSection:
         for i, mac in enumerate(self.trusted_macs):
             if mac in self.trusted_macs[:i]:
                 raise RuleError(f"trusted_macs[{i}]", f"{mac} is listed twice")
+        if self.tls_key is not None and self.tls_cert is None:
+            raise RuleError("tls_cert", "is required when tls_key is set (the key's certificate)")
+
+    @property
+    def https(self) -> bool:
+        """Whether the portal serves HTTPS itself (`[portal] https_port`)."""
+        return self.tls_cert is not None and self.tls_key is not None
 
     @property
     def session_seconds(self) -> int:
@@ -402,8 +412,35 @@ class MoodleSection:
     min_free_mb: int = field(default=500, metadata=rule(lambda v: _check(v >= 0, "must be >= 0")))
     timeout: float = field(default=30.0, metadata=rule(_positive))
     grace_days: int = field(default=14, metadata=rule(lambda v: _check(v >= 0, "must be >= 0")))
+    # Who may read a mirrored course on the portal: everyone on the hotspot, or pupils who sign
+    # in with their Moodle account and are enrolled in it (HTTPS only).
+    default_access: Literal["open", "signin"] = "open"
+    signin_courses: tuple[int, ...] = field(
+        default=(), metadata=rule(each=lambda v: _check(v > 0, "must be a course id (> 0)")))
+    open_courses: tuple[int, ...] = field(
+        default=(), metadata=rule(each=lambda v: _check(v > 0, "must be a course id (> 0)")))
+    offline_signin_days: int = field(default=14, metadata=rule(
+        lambda v: _check(0 <= v <= 365, "must be 0 (no offline sign-in) to 365 days")))
+    signin_minutes: int = field(default=120, metadata=rule(
+        lambda v: _check(5 <= v <= 1440, "must be 5-1440 minutes")))
+    signin_account_failures: int = field(default=5, metadata=rule(
+        lambda v: _check(1 <= v <= 100, "must be 1-100")))
+    signin_device_failures: int = field(default=10, metadata=rule(
+        lambda v: _check(1 <= v <= 1000, "must be 1-1000")))
+    signin_window_minutes: int = field(default=15, metadata=rule(
+        lambda v: _check(1 <= v <= 1440, "must be 1-1440 minutes")))
+
+    @property
+    def signin_used(self) -> bool:
+        """Whether any course may need sign-in (then the portal must serve HTTPS)."""
+        return self.default_access == "signin" or bool(self.signin_courses)
 
     def check(self) -> None:
+        for i, cid in enumerate(self.signin_courses):
+            if cid in self.open_courses:
+                raise RuleError(f"signin_courses[{i}]", f"course {cid} is also in open_courses")
+        if self.signin_used and not self.url:
+            raise RuleError("url", "is required for sign-in: Moodle checks the pupils' passwords")
         if self.password_file is not None and not self.username:
             raise RuleError("username", "is required when password_file is set")
         if self.username and self.password_file is None:
@@ -646,6 +683,13 @@ class Config:
         if self.content.archive_port == self.portal.port:
             raise RuleError("content.archive_port",
                             "must differ from portal.port: archive content needs its own origin")
+        if self.network.https and self.portal.https_port in (self.portal.port, self.content.archive_port):
+            raise RuleError("portal.https_port", "must differ from portal.port and content.archive_port")
+        if self.moodle.signin_used and not self.network.https:
+            key = "moodle.signin_courses" if self.moodle.signin_courses else "moodle.default_access"
+            raise RuleError(key, "sign-in needs HTTPS (a password must not cross a shared-key Wi-Fi "
+                            "in clear): set network.tls_cert and network.tls_key, a certificate "
+                            "for network.portal_name and its key")
 
 
 # Every field of Config but `source` is a section; the dataclass is the one list of them.

@@ -41,6 +41,12 @@ def _check_csrf() -> None:
     view = current_app.view_functions.get(request.endpoint or "")
     if getattr(view, "csrf_exempt", False):
         return
+    verify_csrf()
+
+
+def verify_csrf() -> None:
+    """Abort with 400 unless the request carries the session's CSRF token (form field or
+    header). For an app without the global check (`install_security(csrf=False)`), per view."""
     expected = session.get(CSRF_FIELD)
     given = request.form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or ""
     if not expected or not hmac.compare_digest(expected, given):

@@ -18,6 +18,7 @@ from appliance.config import Config
 from appliance.content import library, search, zim
 from appliance.content.store import ContentStore
 from appliance.i18n import N_, language_name
+from appliance.moodle import portal_views as moodle_views
 from appliance.store import migrate, open_db
 
 bp = Blueprint("library", __name__)
@@ -73,6 +74,11 @@ def hit_url(hit: search.Hit) -> str:
     return f"{archive_base()}/{prefix}/{quote(hit.item)}/{quote(hit.path, safe='/')}"
 
 
+def _may_see(hit: search.Hit) -> bool:
+    # A page of a Moodle course that needs sign-in is not even named to a stranger.
+    return hit.source != "moodle" or moodle_views.may_see(hit.path)
+
+
 def _query() -> str:
     return " ".join(request.args.get("q", "").split())[:MAX_QUERY]
 
@@ -101,6 +107,7 @@ def search_page() -> Any:
     query = _query()
     store = _store()
     hits = library.search_all(store, _cache(), query) if query and store.present() else []
+    hits = [h for h in hits if _may_see(h)]
     titles = {i.name: i.title for i in library.items(store.db)}
     for source in {h.source for h in hits} - {"zim", "pack"}:
         titles.update(search.item_titles(store.db, source, [h.item for h in hits if h.source == source]))
@@ -115,6 +122,7 @@ def suggest() -> Any:
     query = _query()
     store = _store()
     hits = library.suggest_all(store, _cache(), query) if len(query) >= 2 and store.present() else []
+    hits = [h for h in hits if _may_see(h)]
     response = current_app.json.response(
         {"q": query, "suggestions": [{"title": h.title, "url": hit_url(h)} for h in hits]})
     response.headers["Cache-Control"] = "public, max-age=60"

@@ -11,6 +11,11 @@ For tests it can switch state (`load()`), make the current token invalid (`inval
 cut a file's body after some bytes (`cut`) or hold it there (`stall`), answer slowly
 (`delay`), and it counts the body bytes it sent per path (`sent`), so a test asserts bytes on
 the wire, not requests.
+
+Pupils (`users`, for the portal's sign-in): `login/token.php` gives a pupil with the right
+password a token of their own (a wrong one gets the recorded `invalidlogin` answer); with it,
+`core_webservice_get_site_info` answers the recorded site info under the pupil's id and name, and
+`core_enrol_get_users_courses` the recorded course list cut down to the pupil's courses.
 """
 
 from __future__ import annotations
@@ -28,7 +33,17 @@ from pathlib import Path
 from typing import Any
 
 PLACEHOLDER = "http://moodle.example"
+REST = "/webservice/rest/server.php"
 RECORDED_TOKEN = "TOKEN"  # noqa: S105 - the literal the recordings use for the real token
+
+
+@dataclass(frozen=True)
+class Pupil:
+    """A Moodle account of the replay besides the recorded sync account."""
+
+    password: str
+    userid: int
+    courses: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,7 @@ class Recording:
         self.calls: dict[tuple[str, tuple[tuple[str, str], ...]], Recorded] = {}
         self.files: dict[str, Recorded] = {}
         self.errors: dict[str, Recorded] = {}
+        self.labels: dict[str, Recorded] = {}
         with (directory / "exchanges.jsonl").open(encoding="utf-8") as handle:
             for line in handle:
                 self._add(json.loads(line))
@@ -62,6 +78,7 @@ class Recording:
         rec = Recorded(ex["status"], dict(ex["response_headers"]), data, body["kind"] == "json")
         label: str = ex["label"]
         path = urllib.parse.unquote(ex["path"])
+        self.labels.setdefault(label, rec)
         if label.startswith("error:"):
             self.errors[label] = rec
             if label == "error:missing_file":
@@ -113,6 +130,8 @@ class ReplayMoodle:
         self.sent: Counter[str] = Counter()  # decoded path -> body bytes sent
         self.log: list[tuple[str, int]] = []  # (decoded path or function, status)
         self.seen_tokens: list[str] = []  # every token a request carried (tests check leaks)
+        self.users: dict[str, Pupil] = {}  # username -> pupil (see the module's docstring)
+        self.user_tokens: dict[str, str] = {}  # a pupil's token -> username
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"replay": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
@@ -188,12 +207,20 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/webservice/pluginfile.php/"):
             self._file(path, params, recording)
             return
+        if path == "/login/token.php" and params.get("username") in replay.users:
+            self._pupil_login(params, recording)
+            return
+        if params.get("wstoken") in replay.user_tokens:
+            self._pupil_call(replay.users[replay.user_tokens[params["wstoken"]]], params, recording)
+            return
         if "wstoken" in params:
             if params["wstoken"] != replay.token:
                 self._send(recording.errors["error:invalid_token"], path, params.get("wsfunction", ""))
                 return
             params["wstoken"] = RECORDED_TOKEN
         rec = recording.calls.get((path, tuple(sorted(params.items())))) or recording.subset(path, params)
+        if rec is None and path == "/login/token.php":
+            rec = recording.labels["login_failed"]  # any other account or password: refused
         if rec is None:
             self._unmatched(path)
             return
@@ -201,6 +228,35 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/login/token.php" and body is not None:
             body = body.replace(f'"{RECORDED_TOKEN}"'.encode(), f'"{replay.token}"'.encode())
         self._send(Recorded(rec.status, rec.headers, body, rec.is_json), path, params.get("wsfunction", path))
+
+    def _pupil_login(self, params: dict[str, str], recording: Recording) -> None:
+        replay = self.replay
+        name = params["username"]
+        pupil = replay.users[name]
+        if params.get("password") != pupil.password or params.get("service") != "moodle_mobile_app":
+            self._send(recording.labels["login_failed"], "/login/token.php", "/login/token.php")
+            return
+        token = secrets.token_hex(16)
+        replay.user_tokens[token] = name
+        body = json.dumps({"token": token, "privatetoken": None}).encode()
+        self._send(Recorded(200, {"content-type": "application/json"}, body, True),
+                   "/login/token.php", "/login/token.php")
+
+    def _pupil_call(self, pupil: Pupil, params: dict[str, str], recording: Recording) -> None:
+        function = params.get("wsfunction", "")
+        name = next(n for n, p in self.replay.users.items() if p is pupil)
+        answer: Any
+        if function == "core_webservice_get_site_info":
+            answer = json.loads(recording.labels[function].body or b"{}")
+            answer.update(userid=pupil.userid, username=name, fullname=name, firstname=name, lastname="")
+        elif function == "core_enrol_get_users_courses" and params.get("userid") == str(pupil.userid):
+            recorded = json.loads(recording.labels[function].body or b"[]")
+            answer = [c for c in recorded if c.get("id") in pupil.courses]
+        else:
+            self._send(recording.errors["error:function_not_in_service"], REST, function)
+            return
+        self._send(Recorded(200, {"content-type": "application/json"},
+                            json.dumps(answer, ensure_ascii=False).encode(), True), REST, function)
 
     def _file(self, path: str, params: dict[str, str], recording: Recording) -> None:
         replay = self.replay

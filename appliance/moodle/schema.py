@@ -97,4 +97,21 @@ MIGRATIONS = [
         );
         """,
     ),
+    Migration(
+        2,
+        "sign-in to courses: offline password hashes and failed sign-ins",
+        """
+        CREATE TABLE moodle_signins (
+            username TEXT PRIMARY KEY,
+            password_hash TEXT NOT NULL,
+            courses TEXT NOT NULL,
+            signed_in_at REAL NOT NULL
+        );
+        CREATE TABLE moodle_signin_failures (
+            key TEXT PRIMARY KEY,
+            failures INTEGER NOT NULL,
+            window_start REAL NOT NULL
+        );
+        """,
+    ),
 ]

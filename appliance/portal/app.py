@@ -14,6 +14,7 @@ from appliance.i18n import install_i18n
 from appliance.moodle import portal_views as moodle_views
 from appliance.network import portal_views as network_views
 from appliance.portal import landing
+from appliance.secretfiles import ensure_secret
 from appliance.websecurity import install_security
 
 # Each capability of the portal is a blueprint; a new one is added to this list.
@@ -30,9 +31,23 @@ def create_app(config: Config, test_config: dict[str, Any] | None = None) -> Fla
         static_url_path="/static",
     )
     app.config.update(APPLIANCE_CONFIG=config)
+    if config.moodle.signin_used:
+        # The one session: a pupil signed in to Moodle courses. `__Host-` and Secure keep the
+        # cookie on the HTTPS origin only; it ends `signin_minutes` after sign-in, not later.
+        app.config.update(
+            SECRET_KEY=ensure_secret(config.appliance.state_dir / "secrets" / "portal-secret-key",
+                                     "appliance.state_dir"),
+            SESSION_COOKIE_NAME="__Host-portal_signin",
+            SESSION_COOKIE_SECURE=True,
+            SESSION_COOKIE_HTTPONLY=True,
+            SESSION_COOKIE_SAMESITE="Lax",
+            SESSION_REFRESH_EACH_REQUEST=False,
+            PERMANENT_SESSION_LIFETIME=config.moodle.signin_minutes * 60,
+        )
     if test_config:
         app.config.update(test_config)
-    # No sessions and no cookie; the one form (/captive/accept) checks its origin itself.
+    # No global CSRF check: the captive form (/captive/accept) checks its origin itself and has
+    # no session; the Moodle sign-in form checks its session's token (`verify_csrf`).
     install_security(app, csrf=False)
     # The language is a cookie set by the switch's links: still no session, nothing to forge.
     install_i18n(app, LANGUAGES)

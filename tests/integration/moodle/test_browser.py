@@ -109,3 +109,56 @@ def test_the_library_search_box_leads_to_a_mirrored_chapter(mirrored_portal, ope
     assert no_sideways_scroll(page)
     assert tab.problems() == []
     tab.screenshot(tmp_path, "moodle-search-chapter.png")
+
+
+def test_a_pupil_signs_in_over_https_on_a_phone_and_reads_the_course(appliance_config, start, open_tab,  # noqa: F811
+                                                                      tmp_path):
+    from appliance.fleet.broker import free_port
+    from appliance.moodle.replay import Pupil
+    from tests.integration.moodle.test_signin import self_signed
+
+    (tmp_path / "pw").write_text("Sync#Bot2024\n")
+    (tmp_path / "pw").chmod(0o600)
+    cert, key = self_signed(tmp_path, names=("classroom.localhost",))
+    tls_port = free_port()
+    with ReplayMoodle(DATA / "state1") as replay:
+        replay.users["pupil7"] = Pupil("Pupil#Pass1", 40, (2,))
+        cfg_path = appliance_config(
+            "school-signin", portal={"https_port": tls_port},
+            network={"portal_name": "classroom.localhost", "tls_cert": str(cert), "tls_key": str(key)},
+            moodle={"url": replay.url, "username": "syncbot", "password_file": str(tmp_path / "pw"),
+                    "min_free_mb": 0, "signin_courses": [2]})
+        done = subprocess.run([sys.executable, "-m", "appliance", "--config", str(cfg_path), "moodle",
+                               "sync", "--now", "--quiet"], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        cfg = config_module.load(cfg_path)
+        base = f"http://classroom.localhost:{cfg.portal.port}"
+        start(cfg_path, "portal")
+        # Chromium maps *.localhost to loopback itself; the resolver here may not.
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{cfg.portal.port}/healthz"), what="portal up")
+        # The test's own certificate is not one the browser trusts; everything else is as on a phone.
+        tab = open_tab(**PHONE, ignore_https_errors=True)
+        page = tab.page
+        page.goto(base + "/moodle/course/2")
+        expect(page).to_have_url(f"https://classroom.localhost:{tls_port}/moodle/signin/2?next=/moodle/course/2")
+        expect(page.locator("input[name=password]")).to_be_visible()
+        assert no_sideways_scroll(page)
+        tab.screenshot(tmp_path, "moodle-signin.png")
+        page.fill("input[name=username]", "pupil7")
+        page.fill("input[name=password]", "wrong")
+        page.click("form.signin button")
+        expect(page.locator("p.error")).to_contain_text("Wrong username or password")
+        page.fill("input[name=password]", "Pupil#Pass1")
+        page.click("form.signin button")
+        expect(page).to_have_url(f"https://classroom.localhost:{tls_port}/moodle/course/2")
+        expect(page.locator("h1")).to_contain_text("Biology 7")
+        cookies = {c["name"]: c for c in page.context.cookies()}
+        session = cookies["__Host-portal_signin"]
+        assert session["secure"] and session["httpOnly"] and session["sameSite"] == "Lax"
+        page.goto(f"https://classroom.localhost:{tls_port}/moodle/course/2/m/7/chapter/2")
+        expect(page.locator("main img")).to_have_count(1)
+        # Nothing but the wrong password's 401 (CSP violations, script errors would be here).
+        assert [p for p in tab.problems() if "status of 401" not in p] == []
+        # The plain-HTTP origin does not get the cookie: there the course still asks for sign-in.
+        page.goto(base + "/moodle/course/2")
+        expect(page).to_have_url(re.compile(r"https://classroom.localhost:\d+/moodle/course/2"))
