@@ -4,6 +4,7 @@ and the captive responder services."""
 from __future__ import annotations
 
 import dataclasses
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,15 @@ import click
 
 from appliance.command import Output, json_option, pass_config, stop_on_signal
 from appliance.config import Config
+
+
+def _is_current(path: Path, text: str, mode: int) -> bool:
+    """Whether `path` already holds exactly this text with this mode (rewriting it would change
+    nothing)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode) == mode and path.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 @click.group("network")
@@ -25,16 +35,20 @@ def network() -> None:
 @pass_config
 def render_cmd(cfg: Config, out: Output, directory: Path | None) -> None:
     """Write hostapd.conf, dnsmasq.conf, the nftables ruleset and the local answers (nothing is
-    loaded or restarted)."""
+    loaded or restarted). Only files whose text or mode differ are rewritten; `changed` lists
+    them (provisioning reports a run as changed by it)."""
     from appliance.network import apply, render
     from appliance.network.helperd import write_atomic
 
     files = render.render_all(cfg, apply.read_passphrase(cfg), online=True)
     target = directory or render.render_dir(cfg)
+    changed = [f.name for f in files if not _is_current(target / f.name, f.text, f.mode)]
     for f in files:
-        write_atomic(target / f.name, f.text, f.mode)
-    out.emit({"dir": str(target), "files": [f.name for f in files]},
-             lambda d: "\n".join(f"{d['dir']}/{name}" for name in d["files"]))
+        if f.name in changed:
+            write_atomic(target / f.name, f.text, f.mode)
+    out.emit({"dir": str(target), "files": [f.name for f in files], "changed": changed},
+             lambda d: "\n".join(f"{d['dir']}/{name}" + (" (written)" if name in d["changed"] else "")
+                                 for name in d["files"]))
 
 
 @network.command("check")

@@ -26,7 +26,10 @@ BIN = Path(sys.executable).parent
 CONSOLE_ADDRESS = "localhost"  # resolves inside the tree (its /etc/hosts) and names the broker's cert
 INGEST_IDENTITY = "console-ingest"
 BUILDINGS = {"pi-main": "lincoln-main", "pi-annex": "lincoln-annex"}
-CAPABILITIES = ["portal", "agent", "content", "devices", "moodle"]
+CAPABILITIES = ["portal", "agent", "content", "devices", "moodle", "network", "filter"]
+HOTSPOT_SSID = "Lincoln classroom"
+HOTSPOT_COUNTRY = "DE"
+UT1_PATH = "/var/lib/appliance/ut1"  # a UT1 blacklists folder, compiled on a booted Pi only
 MOODLE_URL = "https://moodle.lincoln.example"
 CONTENT_ROOT = "/srv/library"  # a drive (LABEL=library), not the default folder on the SD card
 
@@ -85,6 +88,7 @@ class Secrets:
             "vault_console_https_cert_pem": pem(https.cert),
             "vault_console_https_key_pem": pem(https.key),
             "vault_moodle_password": os.urandom(12).hex(),
+            "vault_edge_hotspot_passphrase": os.urandom(10).hex(),
         }
         return cls(directory, values)
 
@@ -139,7 +143,8 @@ def write_inventory(
         "edge_mqtt_cert_pem": "{{ vault_edge_certs[edge_building_id].cert }}",
         "edge_mqtt_key_pem": "{{ vault_edge_certs[edge_building_id].key }}",
         "appliance_package_wheelhouse": str(wheelhouse),
-        # Every capability but network; content on a drive; moodle with a password and its own time.
+        # Every capability; content on a drive; moodle with a password and its own time; a
+        # hotspot in Germany (channel 6 is allowed there too); the filter with a UT1 folder.
         "edge_capabilities": CAPABILITIES,
         "edge_content_root": CONTENT_ROOT,
         "edge_content_mount_src": "LABEL=library",
@@ -149,6 +154,13 @@ def write_inventory(
         "edge_moodle_password": "{{ vault_moodle_password }}",
         "edge_moodle_courses": [2, 3],
         "edge_moodle_sync_time": "*-*-* 03:00",
+        "edge_hotspot_ssid": HOTSPOT_SSID,
+        "edge_hotspot_country": HOTSPOT_COUNTRY,
+        "edge_hotspot_passphrase": "{{ vault_edge_hotspot_passphrase }}",
+        "edge_filter_timezone": "America/Chicago",
+        "edge_filter_lists": [{"category": "ut1", "layout": "ut1", "path": UT1_PATH,
+                               "categories": ["adult", "gambling", "doh"]}],
+        "edge_filter_block_page": ["10.42.0.1"],
         **(extra or {}),
     }
     console = {

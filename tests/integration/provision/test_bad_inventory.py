@@ -55,3 +55,28 @@ def test_moodle_without_a_sync_account(attempt):
     output = attempt(drop=("edge_moodle_password",))
     expected = "pi-main: the moodle capability needs either edge_moodle_username and edge_moodle_password"
     assert expected in output
+
+
+def test_network_without_a_hotspot_passphrase(attempt):
+    output = attempt(drop=("edge_hotspot_passphrase",))
+    assert "pi-main: variable edge_hotspot_passphrase must be set, from the vault" in output
+    assert "(got nothing)" in output
+
+
+@pytest.mark.parametrize("passphrase", ["seven77", "x" * 64])
+def test_hotspot_passphrase_of_a_bad_length(attempt, passphrase):
+    output = attempt(extra={"edge_hotspot_passphrase": passphrase})
+    assert "pi-main: variable edge_hotspot_passphrase must be set" in output
+    assert f"(got {len(passphrase)} characters)" in output
+    assert passphrase not in output  # its length only, never the secret
+
+
+def test_hotspot_country_that_does_not_exist(attempt):
+    output = attempt(extra={"edge_hotspot_country": "XX"})
+    assert 'pi-main: variable edge_hotspot_country = "XX" is not an ISO 3166-1 alpha-2 country code' in output
+
+
+def test_filter_without_the_network_before_it(attempt):
+    output = attempt(extra={"edge_capabilities": ["portal", "agent", "filter", "network"]})
+    assert "pi-main: variable edge_capabilities = " in output
+    assert "lists filter without network before it" in output

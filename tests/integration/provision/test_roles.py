@@ -19,8 +19,11 @@ from tests.integration.provision.district import (
     ANSIBLE_DIR,
     BIN,
     CONTENT_ROOT,
+    HOTSPOT_COUNTRY,
+    HOTSPOT_SSID,
     INGEST_IDENTITY,
     MOODLE_URL,
+    UT1_PATH,
     chroot,
 )
 
@@ -279,6 +282,68 @@ def test_edge_moodle(edge, secrets):
     assert schedule.splitlines()[-2:] == ["OnCalendar=", "OnCalendar=*-*-* 03:00"]
     # The secret never reaches Ansible's output.
     assert secrets.values["vault_moodle_password"] not in edge.first.output + edge.second.output
+
+
+NETWORK_UNITS = ("appliance-network-helper.service", "appliance-captive.service",
+                 "appliance-dnsmasq.service", "appliance-hostapd.service")
+FILTER_UNITS = ("appliance-unbound.service", "appliance-unbound-baseline.service", "appliance-filter.service")
+PASSPHRASE = "etc/appliance/secrets/hotspot-passphrase"
+
+
+def test_edge_network(edge, secrets):
+    tree = edge.tree
+    toml = (tree / "etc/appliance/appliance.toml").read_text()
+    assert "\n[network]\n" in toml and "\n[network.radio]\n" in toml
+    cfg = load(tree / "etc/appliance/appliance.toml")
+    net = cfg.network
+    assert (net.access_point, net.interface, net.uplink) == ("onboard", "wlan0", "eth0")
+    assert cfg.network.ipv4 == "10.42.0.1/24" and cfg.network.ipv6 == "fd42:ce::1/64"
+    assert cfg.network.dhcp_script_user == "appliance-dhcp"  # the devices capability's hook user
+    assert cfg.devices.interface == cfg.network.interface
+    radio = cfg.network.radio
+    assert (radio.ssid, radio.country, radio.security, radio.band, radio.channel) == (
+        HOTSPOT_SSID, HOTSPOT_COUNTRY, "wpa2", "2.4", 6)
+    assert radio.passphrase_file == Path("/" + PASSPHRASE)
+    # The passphrase from the vault, readable by root only, named by the file and never in it.
+    passphrase = str(secrets.values["vault_edge_hotspot_passphrase"])
+    assert owner(tree, "/" + PASSPHRASE) == (0, 0, 0o600)
+    assert (tree / PASSPHRASE).read_text() == passphrase + "\n"
+    assert passphrase not in toml
+    assert passphrase not in edge.first.output + edge.second.output
+    # What `appliance network render` made of it in the play: hostapd's file, 0600 too.
+    hostapd = tree / "var/lib/appliance/network/hostapd.conf"
+    assert stat.S_IMODE(hostapd.stat().st_mode) == 0o600
+    lines = hostapd.read_text().splitlines()
+    expected = (f'ssid2="{HOTSPOT_SSID}"', f"country_code={HOTSPOT_COUNTRY}", f"wpa_passphrase={passphrase}")
+    for line in expected:
+        assert line in lines, line
+    # Debian's own hostapd would read /etc/hostapd/hostapd.conf: masked, as systemctl mask does.
+    assert os.readlink(tree / "etc/systemd/system/hostapd.service") == "/dev/null"
+    verify_units(tree, *NETWORK_UNITS)
+    for unit in NETWORK_UNITS:
+        assert (tree / "etc/systemd/system" / unit).read_bytes() == (REPO_UNITS / unit).read_bytes(), unit
+        assert enabled(tree, unit), unit
+
+
+def test_edge_filter(edge):
+    tree = edge.tree
+    toml = (tree / "etc/appliance/appliance.toml").read_text()
+    assert "\n[filter]\nenabled = true\n" in toml
+    cfg = load(tree / "etc/appliance/appliance.toml")
+    assert cfg.filter.enabled is True and cfg.filter.timezone == "America/Chicago"
+    (ut1,) = cfg.filter.lists
+    assert (ut1.layout, ut1.path, ut1.categories) == ("ut1", Path(UT1_PATH), ("adult", "gambling", "doh"))
+    assert cfg.filter.block_page == ("10.42.0.1",)
+    for name in ("unbound", "dnsmasq-base", "dns-root-data"):
+        result = chroot(tree, "dpkg-query", "-W", "-f", "${db:Status-Status}", name, check=False)
+        assert result.stdout == "installed", (name, result.stdout, result.stderr)
+    # Debian's unbound would hold 127.0.0.1:53 and point the Pi's resolver at itself.
+    for unit in ("unbound.service", "unbound-resolvconf.service"):
+        assert os.readlink(tree / "etc/systemd/system" / unit) == "/dev/null", unit
+    verify_units(tree, *FILTER_UNITS)
+    for unit in FILTER_UNITS:
+        assert (tree / "etc/systemd/system" / unit).read_bytes() == (REPO_UNITS / unit).read_bytes(), unit
+        assert enabled(tree, unit), unit
 
 
 # --- console ----------------------------------------------------------------------------------
