@@ -166,7 +166,12 @@ def firstboot(out: Output, boot_dir: Path, etc_dir: Path, root: Path,
         fb.report_error(message, boot_dir, console_device)
         click.echo(f"Error: {message}", err=True)
         sys.exit(2)
-    outcome = fb.apply(settings, boot_dir, etc_dir, root)
+    try:
+        outcome = fb.apply(settings, boot_dir, etc_dir, root)
+    except ConfigError as exc:  # the image's own sections do not fit: nothing written yet
+        fb.report_error(str(exc), boot_dir, console_device)
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
     if outcome.error is not None:
         fb.report_error(outcome.error, boot_dir, console_device)
         click.echo(f"Error: {outcome.error}", err=True)

@@ -3,11 +3,12 @@ becomes the appliance's configuration, host identity and certificate.
 
 `parse()` validates the whole file first (pure; errors are ConfigErrors naming the key, and
 never repeat a secret's value), so a bad key changes nothing. `apply()` then writes
-`<etc>/appliance.toml` (identity, broker, and the `[network]` section: the hotspot and which
-interface is the uplink; passphrases in `<etc>/secrets/`, 0600), the uplink's ifupdown stanza
-(and for a Wi-Fi uplink its wpa_supplicant file, holding the derived key, never the
-passphrase), creates SSH host keys and /etc/machine-id when missing, enrolls when the file has
-a token, and deletes firstboot.toml (it holds secrets) only after all of that succeeded.
+`<etc>/appliance.toml` (the capability sections the image was built with, `<etc>/image.toml`,
+with the identity, the broker and the `[network]` hotspot and uplink laid over them;
+passphrases in `<etc>/secrets/`, 0600), the uplink's ifupdown stanza (and for a Wi-Fi uplink
+its wpa_supplicant file, holding the derived key, never the passphrase), creates SSH host keys
+and /etc/machine-id when missing, enrolls when the file has a token, and deletes
+firstboot.toml (it holds secrets) only after all of that succeeded.
 
 The appliance id is `<site>-<building>`: what the admin passes to `appliance enrollment-token
 --device`.
@@ -35,6 +36,8 @@ from appliance.provision import client
 from appliance.secretfiles import write_secret
 
 FILE_NAME = "firstboot.toml"
+# The capability sections an image was built with (the edge role writes it into the image).
+IMAGE_SECTIONS = "image.toml"
 ERROR_FILE = "firstboot-error.txt"
 MQTT_PORT = 8883
 KEYS = ("site", "building", "name", "console_url", "ca_fingerprint", "enrollment_token",
@@ -308,11 +311,34 @@ def ensure_machine_id(root: Path) -> str:
     return "created"
 
 
+def merged(base: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `ours` laid over it, table by table (ours wins on every key it sets)."""
+    out = dict(base)
+    for key, value in ours.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def image_sections(etc: Path) -> dict[str, Any]:
+    """The capability sections the image was built with (`<etc>/image.toml`), or none. A file
+    that does not parse is an error naming it: the image is broken, not the admin's file."""
+    path = etc / IMAGE_SECTIONS
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(path, None, f"cannot be read: {exc}") from None
+
+
 def apply(settings: Settings, boot_dir: Path, etc: Path, root: Path) -> Outcome:
     """Do first boot from validated settings (see the module docstring). Enrollment problems
     end in an Outcome with exit_code 75 (console unreachable: try again later) or 1, and leave
     firstboot.toml in place."""
-    sections = appliance_sections(settings, etc)
+    sections = merged(image_sections(etc), appliance_sections(settings, etc))
     config_path = etc / "appliance.toml"
     config_module.from_dict(sections, source=config_path)  # our output passes our own checks
     _write_public(config_path, _toml(sections))

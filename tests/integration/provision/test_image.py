@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,15 @@ def test_the_uplink_can_come_up_at_first_boot(root_fs):
     for program in ("/usr/sbin/ifup", "/usr/sbin/dhclient", "/usr/sbin/wpa_supplicant"):
         assert "Type: regular" in debugfs(root_fs, f"stat {program}"), program
     assert "uplink" not in debugfs(root_fs, "ls /etc/network/interfaces.d")
+
+
+def test_the_image_carries_a_classroom_pi_s_capabilities(root_fs):
+    # appliance firstboot lays the identity and the hotspot over these sections.
+    sections = debugfs(root_fs, "cat /etc/appliance/image.toml")
+    parsed = tomllib.loads(sections)
+    assert parsed["filter"]["enabled"] is True
+    assert parsed["network"]["interface"] and "devices" in parsed and "content" in parsed
+    assert "appliance" not in parsed and "mqtt" not in parsed  # no identity in an image
+    wants = debugfs(root_fs, "ls /etc/systemd/system/multi-user.target.wants")
+    for unit in ("appliance-filter.service", "appliance-dnsmasq.service", "appliance-devices.service"):
+        assert unit in wants

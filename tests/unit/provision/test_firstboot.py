@@ -211,3 +211,43 @@ def test_an_ethernet_uplink_gets_dhcp_on_eth0_and_no_wifi_files(runner, pi):
     stanza = (root / "etc" / "network" / "interfaces.d" / "uplink").read_text()
     assert "allow-hotplug eth0" in stanza and "iface eth0 inet dhcp" in stanza
     assert not (root / "etc" / "wpa_supplicant").exists()
+
+
+def test_the_image_sections_are_kept_under_the_identity_and_the_hotspot(runner, pi):
+    # What the edge role wrote into the image: its capabilities, a default hotspot.
+    boot, etc, root = pi
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "image.toml").write_text(textwrap.dedent("""
+        [portal]
+        title = "District library"
+        [filter]
+        enabled = true
+        timezone = "America/Chicago"
+        [network]
+        interface = "wlan0"
+        dhcp_script_user = "appliance-dhcp"
+        [network.radio]
+        ssid = "Image default"
+        channel = 11
+    """))
+    (boot / "firstboot.toml").write_text(GOOD)
+    result = run(runner, boot, etc, root)
+    assert result.exit_code == 0, result.output
+    cfg = config_module.load(etc / "appliance.toml")
+    assert cfg.filter.enabled and cfg.filter.timezone == "America/Chicago"
+    assert cfg.portal.title == "District library"
+    assert cfg.network.radio.ssid == "Classroom"  # firstboot.toml's, not the image's
+    assert cfg.network.radio.channel == 11 and cfg.network.uplink == "wlan1"
+    assert cfg.appliance.id == "lincoln-main"
+
+
+def test_an_image_section_that_does_not_fit_changes_nothing(runner, pi):
+    boot, etc, root = pi
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "image.toml").write_text('[filter]\nenabled = "very"\n')
+    (boot / "firstboot.toml").write_text(GOOD)
+    result = run(runner, boot, etc, root)
+    assert result.exit_code == 2
+    assert "filter.enabled" in result.output
+    assert not (etc / "appliance.toml").exists()
+    assert (boot / "firstboot.toml").exists()
