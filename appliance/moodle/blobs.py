@@ -4,14 +4,17 @@ The files live in `appliance.content.store.ContentStore` (SHA-256 addressed, on 
 which may be a drive), held under the owner `moodle` (`OWNER`): the library's garbage collection
 keeps every blob the mirror holds, and the mirror's own collection only releases blobs it held.
 
-`fetch()` downloads one Moodle file into the store: If-None-Match when the stored SHA-1 is
-known (304: nothing transferred), a partial file in the store's tmp folder kept between attempts
-and resumed with Range. Moodle ignores If-Range, so a resumed file is accepted only when the
-SHA-1 of the assembled bytes equals the ETag; anything else is discarded, never stored. The
-transfer obeys the library's `Limits` (bandwidth cap, time windows, stop), so a Moodle sync
-shares them with the library's downloads. The library's own `download.fetch` is not used for
-the transfer itself: it sends If-Range, keeps the URL (here with the token) beside the partial
-file and knows nothing of Moodle's JSON errors or of 304.
+`fetch()` downloads one Moodle file into the store: If-None-Match when the stored SHA-1 is known
+(304: nothing transferred), a partial file in the store's tmp folder kept between attempts and
+resumed with Range. Moodle ignores If-Range, so a resumed file is accepted only when the SHA-1
+of the assembled bytes equals the ETag; anything else is discarded, never stored. A finished
+download leaves a record (its SHA-1 and SHA-256) beside the partial files until the course that
+lists it is committed (`forget`): a sync killed between the download and the commit asks for the
+file again with If-None-Match and that SHA-1, so the 304 reuses the blob the killed sync stored
+instead of transferring it again. The transfer obeys the library's `Limits` (bandwidth cap, time
+windows, stop), so a Moodle sync shares them with the library's downloads. The library's own
+`download.fetch` is not used for the transfer itself: it sends If-Range, keeps the URL (here
+with the token) beside the partial file and knows nothing of Moodle's JSON errors or of 304.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class Fetched:
     size: int = 0
     wire: int = 0  # body bytes received for it in this attempt
     resumed: bool = False
+    finished_before: bool = False  # stored by an earlier (killed) sync, confirmed by a 304
 
 
 def check_space(store: ContentStore, needed: int, reserve: int) -> None:
@@ -59,11 +63,23 @@ def check_space(store: ContentStore, needed: int, reserve: int) -> None:
         raise DiskFull(str(store.root), free, needed)
 
 
+def _name(key: str) -> str:
+    return PARTIAL_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 def partial_paths(store: ContentStore, key: str) -> tuple[Path, Path]:
     """The partial file and its ETag record for `key` (same module file, same key)."""
-    name = hashlib.sha256(key.encode()).hexdigest()[:32]
-    return (store.tmp_dir / f"{PARTIAL_PREFIX}{name}.dl",
-            store.tmp_dir / f"{PARTIAL_PREFIX}{name}.etag.dl")
+    return store.tmp_dir / f"{_name(key)}.dl", store.tmp_dir / f"{_name(key)}.etag.dl"
+
+
+def finished_path(store: ContentStore, key: str) -> Path:
+    """The record of `key`'s finished download not yet committed (see the module doc)."""
+    return store.tmp_dir / f"{_name(key)}.done.dl"
+
+
+def forget(store: ContentStore, key: str) -> None:
+    """Drop `key`'s finished-download record: call once a committed course lists the file."""
+    finished_path(store, key).unlink(missing_ok=True)
 
 
 def fetch(client: Client, store: ContentStore, url: str, *, key: str, etag: str | None = None,
@@ -82,9 +98,20 @@ def fetch(client: Client, store: ContentStore, url: str, *, key: str, etag: str 
     offset = part.stat().st_size if part.exists() and meta.get("etag") else 0
     if offset == 0:
         _discard(part, meta_path)
-    response = client.open_file(url, etag=None if offset else etag, offset=offset)
+    done_path = finished_path(store, key)
+    # A finished download whose blob the store still has: its SHA-1 is the validator to ask
+    # with (it is newer than the mirror's `etag`, which a killed sync never replaced).
+    done = _read_finished(done_path) if offset == 0 else None
+    if done is not None and not store.has(done.sha256):
+        done = None
+    response = client.open_file(url, etag=None if offset else (done.sha1 if done else etag),
+                                offset=offset)
     if response.status == 304:
-        return Fetched("not_modified")
+        if done is None:
+            return Fetched("not_modified")
+        store.hold(OWNER, done.sha256)
+        return Fetched("stored", done.sha1, done.sha256, done.size, finished_before=True)
+    done_path.unlink(missing_ok=True)  # another version than the one finished before
     new_etag = response.etag
     resumed = False
     if response.status == 206:
@@ -147,6 +174,8 @@ def fetch(client: Client, store: ContentStore, url: str, *, key: str, etag: str 
     # between this download and the course's commit.
     store.adopt(part, sha256, size)
     store.hold(OWNER, sha256)
+    if new_etag == sha1:  # only an ETag that names the content can confirm it later
+        done_path.write_text(json.dumps({"sha1": sha1, "sha256": sha256, "size": size}))
     _discard(part, meta_path)
     return Fetched("stored", sha1, sha256, size, wire, resumed)
 
@@ -169,6 +198,15 @@ def _digests(path: Path) -> tuple[str, str, int]:
             sha256.update(chunk)
             size += len(chunk)
     return sha1.hexdigest(), sha256.hexdigest(), size
+
+
+def _read_finished(path: Path) -> Fetched | None:
+    """The finished-download record at `path`, or None (absent, or torn by a kill)."""
+    data = _read_meta(path)
+    sha1, sha256, size = data.get("sha1"), data.get("sha256"), data.get("size")
+    if not (isinstance(sha1, str) and isinstance(sha256, str) and isinstance(size, int)):
+        return None
+    return Fetched("stored", sha1, sha256, size)
 
 
 def _read_meta(path: Path) -> dict[str, str]:

@@ -1,14 +1,14 @@
 """The mirror: runs a sync against Moodle and keeps the result in the database and the store.
 
 `Mirror.sync()` mirrors the courses the sync account is enrolled in: for each course it reads
-Moodle's description, asks what changed since the last sync, plans (`planner`), fetches what
-the plan says into the library's content store (`blobs`), sanitizes every piece of HTML
-(`sanitize`) and then replaces the course's rows in one transaction. Until that commit the
-portal serves the old version; a sync killed at any point leaves it whole, and the next one
-resumes (partial files are kept, finished blobs are reused by content). One course failing
-records its error and the sync goes on with the next; a refused token or a full disk stops the
-whole sync, and so does the end of the library's time window (`download.Paused`, raised to the
-caller: the job goes back to the queue).
+Moodle's description, asks what changed since the last sync, plans (`planner`), fetches what the
+plan says into the library's content store (`blobs`), sanitizes every piece of HTML (`sanitize`)
+and then replaces the course's rows in one transaction. Until that commit the portal serves the
+old version; a sync killed at any point leaves it whole, and the next one resumes (partial files
+are kept; a file the killed sync finished is confirmed by a 304 and its blob reused, see
+`blobs`). One course failing records its error and the sync goes on with the next; a refused
+token or a full disk stops the whole sync, and so does the end of the library's time window
+(`download.Paused`, raised to the caller: the job goes back to the queue).
 
 Each commit also replaces the course's documents in the library's search box (source
 `moodle`, item `moodle-<course id>`, paths the portal's routes): the course, its listed and
@@ -76,6 +76,11 @@ def file_url(cid: int, cmid: int, path: str) -> str:
 
 def chapter_url(cid: int, cmid: int, chapter_id: int) -> str:
     return f"{PREFIX}/course/{cid}/m/{cmid}/chapter/{chapter_id}"
+
+
+def blob_key(cid: int, cmid: int, path: str) -> str:
+    """A module file's key for its partial download and finished-download record."""
+    return f"{cid}:{cmid}:{path}"
 
 
 def search_item(cid: int) -> str:
@@ -241,7 +246,7 @@ class Mirror:
         fresh_files = {(m.cmid, f.path): f for m in course.modules for f in m.files}
         for n, task in enumerate(p.fetch, 1):
             progress(f"course {cid}: file {n}/{len(p.fetch)} {task.path}")
-            got = blobs.fetch(client, self.store, task.url, key=f"{cid}:{task.cmid}:{task.path}",
+            got = blobs.fetch(client, self.store, task.url, key=blob_key(cid, task.cmid, task.path),
                               etag=task.etag, expected_size=task.size, reserve=self.reserve,
                               limits=self.limits)
             key = (task.cmid, task.path)
@@ -249,6 +254,9 @@ class Mirror:
             if got.status == "not_modified":
                 old = stored.files[key]
                 files[key] = StoredFile(remote.size, remote.timemodified, old.sha1, old.sha256)
+                result.not_modified += 1
+            elif got.finished_before:  # downloaded by a sync killed before its commit
+                files[key] = StoredFile(got.size, remote.timemodified, got.sha1, got.sha256)
                 result.not_modified += 1
             else:
                 files[key] = StoredFile(got.size, remote.timemodified, got.sha1, got.sha256)
@@ -266,6 +274,8 @@ class Mirror:
             chapters[ckey] = (StoredChapter(tm[ckey], hashlib.sha256(raw.encode()).hexdigest()), raw)
         progress(f"course {cid}: storing")
         self._commit(course, files, chapters, started, client.bytes_received)
+        for task in p.fetch:  # committed: the rows list these blobs now
+            blobs.forget(self.store, blob_key(cid, task.cmid, task.path))
 
     def _fetch_text(self, client: Client, url: str) -> tuple[str, int]:
         """A generated page (no ETag, no ranges): the whole body, as text."""

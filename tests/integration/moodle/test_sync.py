@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import logging
+import os
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -495,3 +499,208 @@ def test_a_sync_killed_during_a_transfer_keeps_the_old_course_served_and_resumes
         ("/worksheet_cell_v2.pdf",)
     ]
     assert not part.exists()
+
+
+# What a clean incremental sync (state 1 -> state 2) sends: the file bytes on the wire.
+INCREMENTAL = {
+    "/webservice/pluginfile.php/21/mod_resource/content/1/worksheet_cell_v2.pdf": 774,
+    "/webservice/pluginfile.php/42/mod_page/content/0/genetics.png": 1567,
+    "/webservice/pluginfile.php/24/mod_book/chapter/4/index.html": 218,
+}
+
+# Loaded by the killed `appliance moodle sync` only (PYTHONPATH): every connection of the
+# process is one whose statements it watches; the commit of course 2's new version is the
+# transaction that inserts its `moodle_courses` row. KILL_AT=swap: SIGKILL once the old rows
+# are deleted and the new course, sections, modules, chapters and files are written inside the
+# transaction. KILL_AT=commit: the COMMIT itself, through killwal.so (LD_PRELOAD), dies at its
+# third write to the log: frames of the transaction written, its commit frame not.
+SITECUSTOMIZE = '''
+import ctypes
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+_mode = os.environ["KILL_AT"]
+_marker = Path(os.environ["KILL_MARKER"])
+_connect = sqlite3.connect
+
+
+class _Watched(sqlite3.Connection):
+    course_two = False
+
+    def execute(self, sql, *args):
+        if sql.startswith("INSERT INTO moodle_courses") and args and args[0][0] == 2:
+            self.course_two = True
+        if _mode == "commit" and sql == "COMMIT" and self.course_two:
+            _marker.write_text("commit")
+            ctypes.CDLL(None).killwal_arm(3)
+            result = super().execute(sql, *args)
+            os._exit(3)  # the commit finished before the kill: the test fails
+        return super().execute(sql, *args)
+
+    def executemany(self, sql, *args):
+        result = super().executemany(sql, *args)
+        if _mode == "swap" and sql.startswith("INSERT INTO moodle_files") and self.course_two:
+            _marker.write_text("swap")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+
+def _watched_connect(*args, **kwargs):
+    kwargs.setdefault("factory", _Watched)
+    return _connect(*args, **kwargs)
+
+
+sqlite3.connect = _watched_connect
+'''
+
+COURSE_TWO_URLS = [
+    "/moodle/course/2",
+    "/moodle/course/2/m/3",
+    "/moodle/course/2/m/4",
+    "/moodle/course/2/m/5",
+    "/moodle/course/2/m/7",
+    "/moodle/course/2/m/7/chapter/2",
+    "/moodle/course/2/m/3/file/cell.png",
+    "/moodle/course/2/m/4/file/worksheet_cell.pdf",
+]
+
+
+def course_two_rows(db) -> list:
+    """Every row that makes up course 2 in the mirror and the search, in a stable order."""
+    queries = [
+        "SELECT * FROM moodle_courses WHERE id = 2",
+        "SELECT * FROM moodle_sections WHERE course_id = 2 ORDER BY id",
+        "SELECT * FROM moodle_modules WHERE course_id = 2 ORDER BY id",
+        "SELECT c.* FROM moodle_chapters c JOIN moodle_modules m ON m.id = c.module_id"
+        " WHERE m.course_id = 2 ORDER BY c.module_id, c.chapter_id",
+        "SELECT f.* FROM moodle_files f JOIN moodle_modules m ON m.id = f.module_id"
+        " WHERE m.course_id = 2 ORDER BY f.module_id, f.path",
+        "SELECT * FROM moodle_raw WHERE course_id = 2 ORDER BY kind, item_id, sub_id",
+        "SELECT * FROM moodle_sync WHERE course_id = 2",
+        "SELECT path, title, body FROM content_docs WHERE source = 'moodle' AND item = 'moodle-2'"
+        " ORDER BY path",
+    ]
+    return [db.execute(q).fetchall() for q in queries]
+
+
+def served(cfg) -> dict[str, tuple[int, bytes]]:
+    client = create_app(cfg).test_client()
+    return {url: (r.status_code, r.data) for url in COURSE_TWO_URLS if (r := client.get(url))}
+
+
+def uncommitted_frames(wal: Path) -> int:
+    """Frames of the current log generation after its last commit frame: what a transaction
+    killed in the middle of its COMMIT left (SQLite ignores them when it reads the log)."""
+    data = wal.read_bytes()
+    page = struct.unpack(">I", data[8:12])[0]
+    salts = data[16:24]
+    frames, offset = 0, 32
+    while offset + 24 + page <= len(data) and data[offset + 8:offset + 16] == salts:
+        truncate = struct.unpack(">I", data[offset + 4:offset + 8])[0]
+        frames = 0 if truncate else frames + 1
+        offset += 24 + page
+    return frames
+
+
+def kill_sync_at(rig, cfg, tmp_path, moment: str) -> None:
+    """Run `appliance moodle sync` (state 1 mirrored, state 2 served) in a subprocess that
+    SIGKILLs itself at `moment` of course 2's commit; asserts it died there."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = {**os.environ, "PYTHONPATH": str(hook), "KILL_AT": moment,
+           "KILL_MARKER": str(tmp_path / "killed-at")}
+    if moment == "commit":
+        shim = tmp_path / "killwal.so"
+        subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(shim),
+                        str(Path(__file__).with_name("killwal.c")), "-ldl"], check=True)
+        env["LD_PRELOAD"] = str(shim)
+    config = tmp_path / "appliance.toml"
+    config.write_text(
+        f'[appliance]\nid = "t"\nstate_dir = "{cfg.appliance.state_dir}"\n'
+        f'[content]\nroot = "{cfg.content.root}"\n'
+        f'[moodle]\nurl = "{rig.replay.url}"\nusername = "syncbot"\n'
+        f'password_file = "{cfg.moodle.password_file}"\nmin_free_mb = 0\n')
+    proc = subprocess.run([sys.executable, "-m", "appliance", "--config", str(config), "moodle", "sync",
+                           "--now", "--quiet"], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stdout, proc.stderr)
+    assert (tmp_path / "killed-at").read_text() == moment
+    wal = cfg.database_path.with_name(cfg.database_path.name + "-wal")
+    # The commit died half-written: some of its frames are in the log, its commit frame is not.
+    assert (uncommitted_frames(wal) > 0) == (moment == "commit")
+
+
+@pytest.mark.parametrize("moment", ["swap", "commit"])
+def test_a_sync_killed_during_the_swap_or_the_commit_keeps_the_old_course_and_resumes(
+        rig, cfg, tmp_path, moment):
+    from appliance.content.jobs import JobQueue
+    from appliance.moodle.blobs import finished_path
+    from appliance.moodle.service import run_queued
+
+    assert rig.sync().ok
+    before_rows = course_two_rows(rig.db)
+    before_pages = served(cfg)
+    assert all(status == 200 for status, _ in before_pages.values())
+    before_blobs = rig.store.held(OWNER)
+    rig.replay.load(DATA / "state2")
+    rig.replay.sent.clear()
+    kill_sync_at(rig, cfg, tmp_path, moment)
+    # Everything the new version needs came over the wire before the kill.
+    assert rig.files_sent() == INCREMENTAL
+    # A fresh connection, as after a power cut: the database is whole and holds the old course.
+    fresh = open_database(cfg)
+    assert fresh.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert fresh.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert course_two_rows(fresh) == before_rows
+    assert served(cfg) == before_pages  # pages and files, byte for byte
+    # Nothing half-done is visible: no partial download left, only the records of the two
+    # finished ones; every blob the old course lists is in place, and what the killed sync
+    # stored is only held (no row lists it).
+    records = {finished_path(rig.store, k) for k in ("2:4:/worksheet_cell_v2.pdf", "2:25:/genetics.png")}
+    assert {p for p in rig.store.tmp_dir.iterdir() if p.name.startswith("moodle-")} == records
+    listed = {s for (s,) in fresh.execute("SELECT sha256 FROM moodle_files")}
+    assert listed == before_blobs and all(rig.store.path(s).is_file() for s in listed)
+    assert [j.state for j in JobQueue(fresh).list()] == ["running"]  # what the kill left
+    # The next sync takes the job up again and commits the new version. Of a clean incremental
+    # sync's transfers it repeats only the generated chapter page (no ETag to ask with): the two
+    # files the killed sync finished are confirmed by a 304 and their blobs reused.
+    rig.replay.sent.clear()
+    done = run_queued(queued_cfg(cfg), rig.db, rig.client, windows=False)
+    assert done.report.ok and done.job.state == "done"
+    chapter = "/webservice/pluginfile.php/24/mod_book/chapter/4/index.html"
+    assert {p: n for p, n in rig.files_sent().items() if n} == {chapter: INCREMENTAL[chapter]}
+    bio = next(c for c in done.report.courses if c.id == 2)
+    assert (bio.fetched, bio.wire) == (1, INCREMENTAL[chapter])  # a clean one: 3, 2,559
+    assert not any(p.name.startswith("moodle-") for p in rig.store.tmp_dir.iterdir())
+    assert 25 in modules(rig.db, 2) and 5 not in modules(rig.db, 2)
+    assert rig.db.execute("SELECT path FROM moodle_files WHERE module_id = 4").fetchall() == [
+        ("/worksheet_cell_v2.pdf",)]
+    assert rig.db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert rig.store.held(OWNER) == {r[0] for r in rig.db.execute("SELECT sha256 FROM moodle_files")}
+    new_pdf = rig.db.execute("SELECT sha256 FROM moodle_files WHERE module_id = 4").fetchone()[0]
+    got = create_app(cfg).test_client().get("/moodle/course/2/m/4/file/worksheet_cell_v2.pdf")
+    assert got.status_code == 200 and got.data == rig.store.path(new_pdf).read_bytes()
+
+
+def test_a_finished_download_record_is_trusted_only_as_far_as_moodle_confirms_it(rig):
+    from appliance.moodle.blobs import finished_path
+
+    assert rig.sync().ok
+    some_blob = rig.db.execute("SELECT sha1, sha256, size FROM moodle_files WHERE module_id = 3").fetchone()
+    rig.replay.load(DATA / "state2")
+    rig.now = T2
+    # The PDF's record names another file (a version Moodle no longer has): Moodle answers 200
+    # and the file is fetched whole; the picture's record is torn (a kill while writing it).
+    pdf = finished_path(rig.store, "2:4:/worksheet_cell_v2.pdf")
+    pdf.write_text(json.dumps({"sha1": some_blob[0], "sha256": some_blob[1], "size": some_blob[2]}))
+    png = finished_path(rig.store, "2:25:/genetics.png")
+    png.write_text('{"sha1": "')
+    rig.replay.sent.clear()
+    assert rig.sync().ok
+    assert rig.files_sent() == INCREMENTAL
+    sha1, sha256 = rig.db.execute("SELECT sha1, sha256 FROM moodle_files WHERE module_id = 4").fetchone()
+    content = rig.store.path(sha256).read_bytes()
+    assert sha256 != some_blob[1] and sha1 == hashlib.sha1(content).hexdigest()  # noqa: S324 - Moodle's ETag
+    assert not pdf.exists() and not png.exists()
