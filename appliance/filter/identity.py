@@ -19,7 +19,6 @@ Both answer from memory; the reads of the machine happen at most at the rates ab
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -54,14 +53,6 @@ class NoLocalAnswers:
         return None
 
 
-def _canon(ip: str) -> str | None:
-    try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        return str(addr.ipv4_mapped)  # a v4 client on a dual-stack socket
-    return str(addr)
 
 
 class LeaseIdentity:
@@ -115,7 +106,7 @@ class LeaseIdentity:
         mac = self._table.get(ip)  # the server's addresses are canonical already: no parsing
         if mac is not None and now - self._read < self.max_age and not changed:
             return mac
-        key = _canon(ip)
+        key = leases.canonical_ip(ip)
         if key is None or key.startswith("127.") or key == "::1":
             return None  # the Pi itself: never in the neighbour table
         mac = self._table.get(key)

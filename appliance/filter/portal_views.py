@@ -24,6 +24,7 @@ from flask import Blueprint, Response, current_app, render_template, request
 from appliance.config import Config
 from appliance.filter import service
 from appliance.i18n import N_
+from appliance.network import leases
 
 bp = Blueprint("blocked", __name__, url_prefix="/blocked")
 
@@ -87,14 +88,11 @@ def is_own_host(host: str, portal_name: str) -> bool:
     return True
 
 
-def _client_ip() -> str:
+def client_ip() -> str:
+    """The asking device's address as the filter knows it (a dual-stack listener's
+    `::ffff:a.b.c.d` as IPv4)."""
     raw = str(request.remote_addr)
-    try:
-        addr = ipaddress.ip_address(raw)
-    except ValueError:
-        return raw
-    mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
-    return str(mapped or addr)
+    return leases.canonical_ip(raw) or raw
 
 
 def _label(category: str | None) -> str | None:
@@ -111,7 +109,7 @@ def block_page() -> Response | None:
     if name is None:
         return None
     try:
-        decision = service.explain(cfg, name, device=_client_ip())
+        decision = service.explain(cfg, name, device=client_ip())
     except (OSError, subprocess.SubprocessError) as exc:
         # The neighbour table could not be read from here: the students' policy, the default.
         current_app.logger.warning("block page: device lookup failed: %s", exc)

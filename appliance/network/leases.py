@@ -38,18 +38,24 @@ class Device:
     hostname: str = ""
 
 
-def _canon_ip(value: str) -> str | None:
+def canonical_ip(value: str) -> str | None:
+    """`value` as the lease file and the neighbour table write it, or None if it is no address:
+    the zone (`%wlan0`) dropped, and an IPv4 client of a dual-stack socket (`::ffff:a.b.c.d`)
+    given as its IPv4 address."""
     try:
-        return str(ipaddress.ip_address(value.split("%", 1)[0]))
+        addr = ipaddress.ip_address(value.split("%", 1)[0])
     except ValueError:
         return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        return str(addr.ipv4_mapped)
+    return str(addr)
 
 
 def parse_neighbours(text: str) -> list[tuple[str, str]]:
     """(ip, mac) pairs from `ip -j neigh` output, skipping entries without a usable MAC."""
     pairs = []
     for entry in json.loads(text or "[]"):
-        mac, addr = entry.get("lladdr"), _canon_ip(str(entry.get("dst", "")))
+        mac, addr = entry.get("lladdr"), canonical_ip(str(entry.get("dst", "")))
         if not mac or addr is None or _UNUSABLE & set(entry.get("state", [])):
             continue
         if ipaddress.ip_address(addr).is_link_local:
@@ -72,7 +78,7 @@ def parse_leases(text: str) -> list[tuple[str, str, str]]:
         parts = line.split()
         if len(parts) < 4 or parts[0] == "duid":
             continue
-        addr = _canon_ip(parts[2])
+        addr = canonical_ip(parts[2])
         if addr is None or ":" not in parts[1] or len(parts[1]) != 17:
             continue
         found.append((addr, parts[1].lower(), "" if parts[3] == "*" else parts[3]))
@@ -104,7 +110,7 @@ def merge(neigh: list[tuple[str, str]], lease: list[tuple[str, str, str]]) -> li
 
 def lookup(ip: str, *, interface: str | None = None, lease_file: Path | None = None) -> str | None:
     """The MAC behind `ip` on the classroom: the neighbour table first, then the leases."""
-    addr = _canon_ip(ip)
+    addr = canonical_ip(ip)
     if addr is None:
         return None
     for n_ip, mac in neighbours(interface):

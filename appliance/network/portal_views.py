@@ -13,7 +13,6 @@ not this process, changes the firewall.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,6 +22,7 @@ from werkzeug.wrappers.response import Response as BaseResponse
 
 from appliance.config import Config
 from appliance.i18n import N_, current_language, gettext
+from appliance.network import leases
 from appliance.network.client import HelperError, call
 
 bp = Blueprint("captive", __name__, url_prefix="/captive")
@@ -76,12 +76,7 @@ def client_ip() -> str:
     """The phone's address as the helper knows it: an IPv4 client of a dual-stack listener
     (`[portal] listen = "::"`) arrives as ::ffff:a.b.c.d."""
     raw = str(request.remote_addr)
-    try:
-        addr = ipaddress.ip_address(raw)
-    except ValueError:
-        return raw
-    mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
-    return str(mapped or addr)
+    return leases.canonical_ip(raw) or raw
 
 
 def _status(ip: str) -> dict[str, object] | None:

@@ -240,16 +240,13 @@ def wpa_supplicant_uplink(uplink: Uplink) -> str:
             f"network={{\n\tssid={ssid.hex()}\n\tpsk={psk}\n\tkey_mgmt=WPA-PSK\n}}\n")
 
 
-def write_uplink(settings: Settings, root: Path) -> list[Path]:
-    """Write the uplink's files under `root` (see the module docstring); return their paths."""
+def write_uplink(settings: Settings, root: Path) -> None:
+    """Write the uplink's files under `root` (see the module docstring)."""
     stanza = root / "etc" / "network" / "interfaces.d" / "uplink"
     _write_public(stanza, interfaces_uplink(settings))
-    written = [stanza]
     if settings.uplink.type == "wifi":
         conf = root / "etc" / "wpa_supplicant" / f"wpa_supplicant-{UPLINK_INTERFACES['wifi']}.conf"
         write_secret(conf, wpa_supplicant_uplink(settings.uplink).rstrip("\n"))
-        written.append(conf)
-    return written
 
 
 def start_uplink(settings: Settings, root: Path) -> None:

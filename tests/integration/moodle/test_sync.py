@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import from_dict
+from appliance.config import dump_toml, from_dict
 from appliance.moodle.blobs import OWNER
 from appliance.moodle.client import Client, Credentials, MoodleError
 from appliance.moodle.mirror import Mirror
@@ -115,6 +115,18 @@ def modules(db, cid):
             [cid],
         )
     }
+
+
+def sync_config(tmp_path: Path, cfg, url: str) -> Path:
+    """An appliance.toml for a real `appliance moodle sync` process on this test's mirror."""
+    path = tmp_path / "appliance.toml"
+    path.write_text(dump_toml({
+        "appliance": {"id": "t", "state_dir": cfg.appliance.state_dir},
+        "content": {"root": cfg.content.root},
+        "moodle": {"url": url, "username": "syncbot", "password_file": cfg.moodle.password_file,
+                   "min_free_mb": 0},
+    }))
+    return path
 
 
 def test_state1_mirrors_exactly_what_the_sync_account_may_see(rig):
@@ -459,12 +471,7 @@ def test_a_sync_killed_during_a_transfer_keeps_the_old_course_served_and_resumes
     rig.replay.load(DATA / "state2")
     path = "/webservice/pluginfile.php/21/mod_resource/content/1/worksheet_cell_v2.pdf"
     rig.replay.stall[path] = 300
-    config = tmp_path / "appliance.toml"
-    config.write_text(
-        f'[appliance]\nid = "t"\nstate_dir = "{cfg.appliance.state_dir}"\n'
-        f'[content]\nroot = "{cfg.content.root}"\n'
-        f'[moodle]\nurl = "{rig.replay.url}"\nusername = "syncbot"\n'
-        f'password_file = "{cfg.moodle.password_file}"\nmin_free_mb = 0\n')
+    config = sync_config(tmp_path, cfg, rig.replay.url)
     proc = subprocess.Popen([sys.executable, "-m", "appliance", "--config", str(config), "moodle", "sync",
                              "--now", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -617,12 +624,7 @@ def kill_sync_at(rig, cfg, tmp_path, moment: str) -> None:
         subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(shim),
                         str(Path(__file__).with_name("killwal.c")), "-ldl"], check=True)
         env["LD_PRELOAD"] = str(shim)
-    config = tmp_path / "appliance.toml"
-    config.write_text(
-        f'[appliance]\nid = "t"\nstate_dir = "{cfg.appliance.state_dir}"\n'
-        f'[content]\nroot = "{cfg.content.root}"\n'
-        f'[moodle]\nurl = "{rig.replay.url}"\nusername = "syncbot"\n'
-        f'password_file = "{cfg.moodle.password_file}"\nmin_free_mb = 0\n')
+    config = sync_config(tmp_path, cfg, rig.replay.url)
     proc = subprocess.run([sys.executable, "-m", "appliance", "--config", str(config), "moodle", "sync",
                            "--now", "--quiet"], env=env, capture_output=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stdout, proc.stderr)

@@ -176,3 +176,12 @@ def test_shares_persist_and_expire_by_boot_time(tmp_path):
     sessions.put_share(db, share, sessions.Clock(100.0, 10.0, "b"), 60)
     # After a reboot the kernel's table is new: the opening is gone whatever the clock says.
     assert sessions.expire_shares(db, sessions.Clock(100.0, 1.0, "c")) == [share]
+
+
+def test_one_canonical_address_form_for_leases_neighbours_and_portal_clients():
+    # The filter and the portal look devices up by this form: a dual-stack listener's
+    # ::ffff:a.b.c.d must find the IPv4 lease, a link-local neighbour its zone-less entry.
+    assert leases.canonical_ip("::ffff:192.0.2.10") == "192.0.2.10"
+    assert leases.canonical_ip("fe80::1%wlan0") == "fe80::1"
+    assert leases.canonical_ip("2001:DB8::0:1") == "2001:db8::1"
+    assert leases.canonical_ip("not an address") is None
