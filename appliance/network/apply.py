@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -250,6 +251,30 @@ def _own_like_state_dir(cfg: Config, directory: Path) -> None:
         os.chown(directory, owner.st_uid, owner.st_gid)
 
 
+def give_to_daemons(cfg: Config, directory: Path) -> None:
+    """Under systemd (and run as root) let the unprivileged daemons at their files: hostapd's
+    own user (render.HOSTAPD_USER) gets hostapd.conf (still 0600: the passphrase), dnsmasq's
+    (the state directory's owner) a lease file that a dnsmasq of an earlier release, started
+    as root, created as root. Raises OSError when hostapd's user is missing."""
+    if cfg.network.services != "systemd" or os.geteuid() != 0:
+        return
+    hostapd = directory / render.HOSTAPD
+    if hostapd.exists():
+        try:
+            user = pwd.getpwnam(render.HOSTAPD_USER)
+        except KeyError:
+            raise OSError(f"no user {render.HOSTAPD_USER!r} to run hostapd as "
+                          "(provisioning creates it)") from None
+        os.chown(hostapd, user.pw_uid, 0)
+    try:
+        owner = cfg.appliance.state_dir.stat()
+    except OSError:
+        return
+    leases = directory / render.LEASES
+    if owner.st_uid != 0 and leases.exists() and leases.stat().st_uid != owner.st_uid:
+        os.chown(leases, owner.st_uid, owner.st_gid)
+
+
 def configure_interface(cfg: Config) -> None:
     """The Pi's classroom addresses and forwarding (idempotent)."""
     net = cfg.network
@@ -289,6 +314,7 @@ def apply(cfg: Config, runner: Runner | None = None) -> Applied:
             write_atomic(directory / f.name, f.text, f.mode)
             if f.name in changed:
                 done.written.append(f.name)
+        give_to_daemons(cfg, directory)
         done.kept_elements = sum(len(v) for v in live.values())
         # One transaction: the table is replaced and its live members put back together.
         nft.run(next(f.text for f in files if f.name == render.RULESET) + render.restore_elements(live))
@@ -303,19 +329,21 @@ def apply(cfg: Config, runner: Runner | None = None) -> Applied:
             runner.restart("hostapd")
             done.restarted.append("hostapd")
     except (OSError, subprocess.SubprocessError, nft.NftError) as exc:
-        _roll_back(directory, old, live, runner)
+        _roll_back(cfg, directory, old, live, runner)
         raise ConfigError(directory, "network", f"apply failed and was rolled back: {exc}") from None
     return done
 
 
-def _roll_back(directory: Path, old: dict[str, str | None], live: dict[str, list[tuple[str, int]]],
-               runner: Runner) -> None:
+def _roll_back(cfg: Config, directory: Path, old: dict[str, str | None],
+               live: dict[str, list[tuple[str, int]]], runner: Runner) -> None:
     for name, text in old.items():
         path = directory / name
         if text is None:
             path.unlink(missing_ok=True)
         else:
             write_atomic(path, text, 0o600 if name == render.HOSTAPD else 0o644)
+    with contextlib.suppress(OSError):
+        give_to_daemons(cfg, directory)
     previous = old.get(render.RULESET)
     if previous:
         with contextlib.suppress(nft.NftError):

@@ -107,25 +107,25 @@ def dns_answers(host: str, port: int, name: str, timeout: float = HEALTH_TIMEOUT
 
 
 def hostapd_stations(ctrl_path: Path, timeout: float = 2.0) -> list[str]:
-    """MACs of the stations hostapd has associated, via its control socket (STA-FIRST/NEXT)."""
-    local = Path(tempfile.gettempdir()) / f"appliance-hostapd-{os.getpid()}-{threading.get_ident()}"
+    """MACs of the stations hostapd has associated, via its control socket (STA-FIRST/NEXT).
+    Raises OSError when hostapd does not answer within `timeout`."""
     found: list[str] = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
-        sock.bind(str(local))
-        try:
-            sock.connect(str(ctrl_path))
-            command = "STA-FIRST"
-            while len(found) < 4096:
-                sock.send(command.encode())
-                reply = sock.recv(65536).decode(errors="replace")
-                mac = reply.split("\n", 1)[0].strip().lower()
-                if not mac or reply.startswith("FAIL"):
-                    break
-                found.append(mac)
-                command = f"STA-NEXT {mac}"
-        finally:
-            local.unlink(missing_ok=True)
+        # hostapd replies to the address it hears from. An abstract one (Linux autobind): a path
+        # in our /tmp would be in the helper's PrivateTmp, out of hostapd's sight, and a file
+        # hostapd (not root, not our user) may not write to.
+        sock.bind("")
+        sock.connect(str(ctrl_path))
+        command = "STA-FIRST"
+        while len(found) < 4096:
+            sock.send(command.encode())
+            reply = sock.recv(65536).decode(errors="replace")
+            mac = reply.split("\n", 1)[0].strip().lower()
+            if not mac or reply.startswith("FAIL"):
+                break
+            found.append(mac)
+            command = f"STA-NEXT {mac}"
     return found
 
 

@@ -12,7 +12,7 @@ and `apply.py` swaps it in. Files (names inside `render_dir`):
 - `answers.hosts`, `answers.servers`: the local answers (`answers.py`), re-read by dnsmasq on
   SIGHUP
 - no hook of its own: `dhcp-script` is the device inventory's (`appliance.devices.spool.HOOK`),
-  run as `[network] dhcp_script_user`, writing to `[devices] spool_dir`
+  writing to `[devices] spool_dir`; under systemd it runs as dnsmasq's own user (SERVICE_USER)
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from appliance.network import answers
 TABLE = "classroom"
 # The system user every service of ours runs as (systemd/README.md).
 SERVICE_USER = "appliance"
+# hostapd's own user (systemd/appliance-hostapd.service): it alone reads the rendered
+# hostapd.conf, which holds the passphrase. Provisioning creates it.
+HOSTAPD_USER = "appliance-hostapd"
 HOSTAPD = "hostapd.conf"
 DNSMASQ = "dnsmasq.conf"
 RULESET = "classroom.nft"
@@ -84,7 +87,7 @@ def api_url(net: NetworkSection) -> str:
 
 # -- hostapd -------------------------------------------------------------------------------------
 def hostapd_conf(net: NetworkSection, passphrase: str | None,
-                 ctrl_dir: str = "/run/hostapd", ctrl_group: str = "appliance") -> str:
+                 ctrl_dir: str = "/run/hostapd") -> str:
     """hostapd.conf for the onboard radio. `passphrase` is the checked secret (None when open)."""
     radio = net.radio
     five = radio.band == "5"
@@ -94,7 +97,13 @@ def hostapd_conf(net: NetworkSection, passphrase: str | None,
         "driver=nl80211",
         # The control socket: the helper reads the station list through it.
         f"ctrl_interface={ctrl_dir}",
-        f"ctrl_interface_group={ctrl_group}",
+    ]
+    if net.services == "direct":
+        # Run as root (the lab, tests): hostapd gives the socket to the services' group itself.
+        lines.append(f"ctrl_interface_group={SERVICE_USER}")
+    # Under systemd hostapd is not root: the socket is its own group's (Group=appliance), which
+    # it keeps without a chown (lchown(2) is outside the unit's system calls).
+    lines += [
         f"ssid2={json.dumps(radio.ssid, ensure_ascii=False)}",
         "utf8_ssid=1",
         f"country_code={radio.country}",
@@ -184,12 +193,11 @@ def dnsmasq_conf(cfg: Config, directory: Path) -> str:
         # The lab's and tests' folders are private to root; dnsmasq, dropping to nobody, could
         # not re-read the answers there. The hook still runs unprivileged.
         lines += ["user=root", "dhcp-scriptuser=nobody"]
-    else:
-        # Under systemd it drops to the services' user: it then reads the answers and writes
-        # its leases in render_dir (owned by that user), and the helper, running as that user
-        # too, may SIGHUP it (`dns-reload`).
-        lines += [f"user={SERVICE_USER}", f"group={SERVICE_USER}",
-                  f"dhcp-scriptuser={net.dhcp_script_user}"]
+    # Under systemd nothing: the unit starts dnsmasq as the services' user with the capabilities
+    # it needs, and dnsmasq started non-root skips its user switch (a `user=` is ignored, a
+    # `dhcp-scriptuser=` other than root makes the hook's setgroups(2) fail and dnsmasq exit).
+    # It reads the answers and writes its leases in render_dir (owned by that user), the
+    # helper, running as that user too, may SIGHUP it (`dns-reload`), and the hook runs as it.
     if net.tls_cert is not None:
         # RFC 8910: the captive-portal API URI. Quoted, or dnsmasq reads "xx:yy" as hex bytes.
         lines.append(f'dhcp-option=114,"{api_url(net)}"')
