@@ -46,6 +46,10 @@ def render_cmd(cfg: Config, out: Output, directory: Path | None) -> None:
     for f in files:
         if f.name in changed:
             write_atomic(target / f.name, f.text, f.mode)
+    if directory is None:
+        # The units start the daemons unprivileged: hostapd must read its file (an image build
+        # renders, the Pi's first start of hostapd comes before any apply).
+        apply.give_to_daemons(cfg, target)
     out.emit({"dir": str(target), "files": [f.name for f in files], "changed": changed},
              lambda d: "\n".join(f"{d['dir']}/{name}" + (" (written)" if name in d["changed"] else "")
                                  for name in d["files"]))

@@ -313,6 +313,12 @@ def test_edge_network(edge, secrets):
     # What `appliance network render` made of it in the play: hostapd's file, 0600 too.
     hostapd = tree / "var/lib/appliance/network/hostapd.conf"
     assert stat.S_IMODE(hostapd.stat().st_mode) == 0o600
+    # ... and hostapd's own user's (the unit runs it as that user, group appliance).
+    hostapd_uid = ids(tree, "appliance-hostapd", "passwd")
+    assert hostapd_uid not in (0, ids(tree, "appliance", "passwd"))
+    assert entry(tree, "appliance-hostapd", "passwd")[3] == str(ids(tree, "appliance", "group"))
+    assert entry(tree, "appliance-hostapd", "passwd")[-2:] == ["/nonexistent", "/usr/sbin/nologin"]
+    assert hostapd.stat().st_uid == hostapd_uid
     lines = hostapd.read_text().splitlines()
     expected = (f'ssid2="{HOTSPOT_SSID}"', f"country_code={HOTSPOT_COUNTRY}", f"wpa_passphrase={passphrase}")
     for line in expected:
