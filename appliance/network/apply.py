@@ -251,11 +251,12 @@ def _own_like_state_dir(cfg: Config, directory: Path) -> None:
         os.chown(directory, owner.st_uid, owner.st_gid)
 
 
-def give_to_daemons(cfg: Config, directory: Path) -> None:
+def give_to_daemons(cfg: Config, directory: Path, *, need_users: bool = True) -> None:
     """Under systemd (and run as root) let the unprivileged daemons at their files: hostapd's
     own user (render.HOSTAPD_USER) gets hostapd.conf (still 0600: the passphrase), dnsmasq's
     (the state directory's owner) a lease file that a dnsmasq of an earlier release, started
-    as root, created as root. Raises OSError when hostapd's user is missing."""
+    as root, created as root. A missing hostapd user raises OSError if `need_users`, else
+    leaves the file root's."""
     if cfg.network.services != "systemd" or os.geteuid() != 0:
         return
     hostapd = directory / render.HOSTAPD
@@ -263,9 +264,11 @@ def give_to_daemons(cfg: Config, directory: Path) -> None:
         try:
             user = pwd.getpwnam(render.HOSTAPD_USER)
         except KeyError:
-            raise OSError(f"no user {render.HOSTAPD_USER!r} to run hostapd as "
-                          "(provisioning creates it)") from None
-        os.chown(hostapd, user.pw_uid, 0)
+            if need_users:
+                raise OSError(f"no user {render.HOSTAPD_USER!r} to run hostapd as "
+                              "(provisioning creates it)") from None
+        else:
+            os.chown(hostapd, user.pw_uid, 0)
     try:
         owner = cfg.appliance.state_dir.stat()
     except OSError:

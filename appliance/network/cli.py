@@ -48,8 +48,9 @@ def render_cmd(cfg: Config, out: Output, directory: Path | None) -> None:
             write_atomic(target / f.name, f.text, f.mode)
     if directory is None:
         # The units start the daemons unprivileged: hostapd must read its file (an image build
-        # renders, the Pi's first start of hostapd comes before any apply).
-        apply.give_to_daemons(cfg, target)
+        # renders, the Pi's first start of hostapd comes before any apply). Rendering needs
+        # no users; `apply`, which starts hostapd, insists on its user.
+        apply.give_to_daemons(cfg, target, need_users=False)
     out.emit({"dir": str(target), "files": [f.name for f in files], "changed": changed},
              lambda d: "\n".join(f"{d['dir']}/{name}" + (" (written)" if name in d["changed"] else "")
                                  for name in d["files"]))
