@@ -5,7 +5,8 @@ supplementary groups of the user, AmbientCapabilities=, CapabilityBoundingSet=,
 NoNewPrivileges=, UMask=, Environment=) is read FROM THE UNIT FILE and applied with setpriv
 (util-linux), and the unit's own ExecStart runs, pointed at a rendered folder of this test
 (`[network] services = "systemd"`: the files a Pi gets). dnsmasq then gives a real DHCP
-client (busybox udhcpc) a lease, sends router advertisements (SLAAC), runs the device
+client (busybox udhcpc) a lease, sends router advertisements (SLAAC), answers DNS on port 53
+and fills the walled garden's nftables set, runs the device
 inventory's hook (which drops the capabilities it inherited), writes its lease and pid files,
 and re-reads the local answers on a SIGHUP sent under the network helper's unit identity.
 hostapd (driver=wired on the classroom's bridge: there is no radio here) starts, creates its
@@ -41,6 +42,7 @@ import pytest
 
 from appliance import config as config_module
 from appliance.devices.spool import EVENTS, HOOK
+from appliance.harness import fakeinternet as fi
 from appliance.harness.classroom import Classroom
 from appliance.network import apply, helperd, render
 from tests.integration.systemd.test_systemd_units import settings, unit_path
@@ -118,8 +120,8 @@ def system_users() -> Iterator[None]:
     """The units' users and groups (a Pi's provisioning creates them), made where missing."""
     made_users: list[str] = []
     made_groups: list[str] = []
-    wanted = {Identity(u).user: Identity(u).group
-              for u in ("dnsmasq", "hostapd", "network-helper")}
+    idents = [Identity(u) for u in ("dnsmasq", "hostapd", "network-helper")]
+    wanted = {i.user: i.group for i in idents}
     try:
         for group in sorted(set(wanted.values())):
             try:
@@ -179,6 +181,7 @@ class Pi:
                 "ipv6": f"{classroom.gateway6}/64",
                 "dhcp_first": str(hosts[99]), "dhcp_last": str(hosts[149]), "lease_minutes": 60,
                 "services": "systemd", "render_dir": str(self.dir),
+                "walled_garden": [fi.GARDEN_HOST],
                 "radio": {"security": "wpa2", "passphrase_file": str(self.root / "unused")},
             },
         })
@@ -195,6 +198,8 @@ class Pi:
         # A lease file a root dnsmasq of an earlier release left behind.
         (self.dir / render.LEASES).write_text("")
         apply.give_to_daemons(self.cfg, self.dir)
+        # The classroom's table, whose walled-garden sets dnsmasq fills.
+        self.c.pi.run("nft", "-f", str(self.dir / render.RULESET))
         # The devices capability's spool as provisioning makes it (group appliance, 2770).
         self.spool.mkdir()
         os.chown(self.spool, 0, grp.getgrnam(dnsmasq.group).gr_gid)
@@ -283,9 +288,13 @@ def test_dnsmasq_under_its_unit_identity(pi: Pi):
     assert [int(hook[k], 16) for k in ("CapEff", "CapPrm", "CapAmb")] == [0, 0, 0], hook
     assert grp.getgrgid(events.stat().st_gid).gr_name == ident.group  # the setgid spool's
 
-    # DNS on port 53 (bound late by bind-dynamic: CAP_NET_BIND_SERVICE).
+    # DNS on port 53 (bound late by bind-dynamic: CAP_NET_BIND_SERVICE), and the walled
+    # garden: what it resolves goes into the nftables sets over netlink (CAP_NET_ADMIN).
     listening = pi.c.pi.run("ss", "-ulnp").stdout
     assert re.search(rf":53\s.*pid={proc.pid}\b", listening), listening
+    assert fi.GARDEN4 in phone.lookup(fi.GARDEN_HOST)
+    walled = pi.c.pi.run("nft", "list", "set", "inet", render.TABLE, "walled_v4").stdout
+    assert fi.GARDEN4 in walled, walled
 
     # The helper's dns-reload: a SIGHUP, sent as the helper's unit runs, reading the pid file.
     helper = Identity("network-helper")
