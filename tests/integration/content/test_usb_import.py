@@ -1,0 +1,291 @@
+"""USB import through the network helper, on real loop devices and real filesystem images.
+
+The images are built here (ext4 with `mkfs.ext4 -d`, FAT with `mkfs.vfat` + `mcopy`, a swap
+signature with `mkswap`) holding a real ZIM of ../shared/data/zim, an OER pack in our manifest
+format, a corrupt archive and a pack whose manifest does not match its files; each is attached
+with `losetup` and detached by its own device afterwards. The helper runs as `appliance network
+helper` in a mount namespace of its own whose mounts follow the host's (as systemd's
+PrivateMounts= gives it) and an empty network namespace, with `usb_devices` naming exactly the
+loop devices made here; `appliance content import --usb` runs as root, as IT staff would.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from appliance.content import catalog, library
+from appliance.harness.process import REPO, wait_for
+from appliance.lab.parts import write_toml
+from appliance.network.client import HelperError, call, usb_drive
+from appliance.network.verbs import VERBS
+from tests.conftest import SHARED
+
+pytestmark = pytest.mark.integration
+
+ZIM = SHARED / "data" / "zim"
+RAY = ZIM / "wikipedia_en_ray_charles_mini.zim"
+CORRUPT = ZIM / "invalid" / "outofbounds_urlptrpos.zim"
+
+
+def run(*cmd: str) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+
+
+def content_tree(top: Path) -> Path:
+    """What a teacher's stick holds: a good ZIM, a corrupt one, a good pack, a tampered pack,
+    and a file that is neither (ignored)."""
+    top.mkdir()
+    shutil.copy(RAY, top / "ray_charles.zim")
+    shutil.copy(CORRUPT, top / "broken.zim")
+    (top / "readme.txt").write_text("not content\n")
+    for name in ("fractions", "tampered"):
+        pack = top / name
+        pack.mkdir()
+        (pack / "index.html").write_text(f"<!doctype html><title>{name}</title><h1>Fractions</h1>"
+                                         "<p>Halves and quarters.</p>")
+        (pack / "worksheet.txt").write_text(f"{name}: 1/2 + 1/4 = ?\n")
+        manifest = library.build_manifest(pack, name)
+        (pack / "manifest.json").write_bytes(catalog.pack_manifest_json(manifest))
+    # Changed after its manifest was written: the checksum no longer matches.
+    (top / "tampered" / "worksheet.txt").write_text("tampered: 1/2 + 1/4 = 3/4 (answers!)\n")
+    return top
+
+
+@dataclass
+class Drives:
+    ext4: str
+    vfat: str
+    swap: str
+    blank: str
+    unlisted: str
+
+
+@pytest.fixture(scope="module")
+def drives(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drives]:
+    work = tmp_path_factory.mktemp("usb")
+    tree = content_tree(work / "stick")
+    images = {name: work / f"{name}.img" for name in ("ext4", "vfat", "swap", "blank", "unlisted")}
+    run("mkfs.ext4", "-q", "-F", "-L", "STICK", "-d", str(tree), str(images["ext4"]), "8M")
+    run("mkfs.vfat", "-n", "STICK", "-C", str(images["vfat"]), "8192")
+    run("mcopy", "-s", "-i", str(images["vfat"]), *(str(p) for p in sorted(tree.iterdir())), "::")
+    for name in ("swap", "blank", "unlisted"):
+        with images[name].open("wb") as f:
+            f.truncate(2 << 20)
+    run("mkswap", str(images["swap"]))
+    attached: dict[str, str] = {}
+    try:
+        for name, image in images.items():
+            attached[name] = run("losetup", "-f", "--show", str(image))
+        yield Drives(**attached)
+    finally:
+        for device in attached.values():
+            subprocess.run(["losetup", "-d", device], check=False, timeout=30)
+
+
+@dataclass
+class Pi:
+    config: Path
+    socket: Path
+    helper: subprocess.Popen[bytes]
+    log: Path
+
+    def appliance(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "appliance", "--config", str(self.config), *args],
+                              capture_output=True, text=True, timeout=120, cwd=REPO)
+
+    def helper_mounts(self) -> str:
+        return Path(f"/proc/{self.helper.pid}/mountinfo").read_text()
+
+
+def device_number(device: str) -> str:
+    rdev = os.stat(device).st_rdev
+    return f"{os.major(rdev)}:{os.minor(rdev)}"
+
+
+def mounted_in(mountinfo: str, device: str) -> list[str]:
+    number = device_number(device)
+    return [line for line in mountinfo.splitlines() if line.split(" ")[2] == number]
+
+
+@pytest.fixture
+def pi(tmp_path: Path, drives: Drives) -> Iterator[Pi]:
+    # A Unix socket path must stay under 108 bytes; pytest's folders may be deeper.
+    run_dir = Path(tempfile.mkdtemp(prefix="usb-helper-"))
+    socket = run_dir / "helper.sock"
+    config = tmp_path / "appliance.toml"
+    write_toml(config, {
+        "appliance": {"id": "usb-test", "state_dir": str(tmp_path / "state")},
+        "content": {"root": str(tmp_path / "content")},
+        "network": {"services": "direct", "render_dir": str(tmp_path / "network"),
+                    "access_point": "external",
+                    "helper": {"socket": str(socket),
+                               **{key: ["root"] for _args, key in VERBS.values()},
+                               "usb_devices": [drives.ext4, drives.vfat, drives.swap,
+                                               drives.blank]}}})
+    log = tmp_path / "helper.log"
+    with log.open("wb") as out:
+        # unshare execs the helper: the pid is the helper's, and so is /proc/<pid>/mountinfo.
+        helper = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "slave", "--net",
+             sys.executable, "-m", "appliance", "--config", str(config), "network", "helper"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+    try:
+        wait_for(lambda: socket.exists() or helper.poll() is not None, what="the helper's socket")
+        assert helper.poll() is None, log.read_text()
+        yield Pi(config, socket, helper, log)
+    finally:
+        helper.terminate()
+        helper.wait(15)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_import_from_an_ext4_stick_lists_the_good_items_and_refuses_the_bad(pi: Pi, drives: Drives):
+    result = pi.appliance("content", "import", "--usb", drives.ext4, "--json")
+    assert result.returncode == 1, result.stderr  # something was refused
+    done = json.loads(result.stdout)
+    assert (done["device"], done["filesystem"]) == (drives.ext4, "ext4")
+    by_source = {r["source"].rsplit("/", 1)[-1]: r for r in done["results"]}
+    assert set(by_source) == {"ray_charles.zim", "broken.zim", "fractions", "tampered"}
+    assert by_source["ray_charles.zim"]["source"] == f"usb:{drives.ext4}/ray_charles.zim"
+    assert by_source["fractions"]["added"] == "fractions"
+    assert "added" in by_source["ray_charles.zim"]
+    assert "refused" in by_source["broken.zim"]["error"]
+    assert "checksum" in by_source["tampered"]["error"].lower()
+    assert "/proc/self/fd" not in json.dumps(done)
+
+    listed = json.loads(pi.appliance("content", "list", "--json").stdout)
+    items = {i["name"]: i for i in listed["items"]}
+    assert set(items) == {by_source["ray_charles.zim"]["added"], "fractions"}
+    assert all(i["state"] == "ok" for i in items.values())
+    assert items["fractions"]["source"] == f"usb:{drives.ext4}/fractions"
+    # Released: in the helper's namespace and here.
+    assert mounted_in(pi.helper_mounts(), drives.ext4) == []
+    assert mounted_in(Path("/proc/self/mountinfo").read_text(), drives.ext4) == []
+    # Human output too, and a second import of the same stick is the same library.
+    again = pi.appliance("content", "import", "--usb", drives.ext4)
+    assert "REFUSED" in again.stdout and "now unmounted" in again.stdout
+    listed = json.loads(pi.appliance("content", "list", "--json").stdout)
+    assert {i["name"] for i in listed["items"]} == set(items)
+
+
+def test_the_drive_is_read_only_noexec_and_only_ours_while_held(pi: Pi, drives: Drives):
+    with usb_drive(pi.socket, drives.ext4) as drive:
+        assert drive.filesystem == "ext4"
+        assert sorted(os.listdir(drive.root)) == ["broken.zim", "fractions", "lost+found",
+                                                  "ray_charles.zim", "readme.txt", "tampered"]
+        [line] = mounted_in(pi.helper_mounts(), drives.ext4)
+        options = set(line.split(" ")[5].split(","))
+        assert {"ro", "nosuid", "nodev", "noexec", "nosymfollow"} <= options, line
+        flags = os.statvfs(drive.root).f_flag
+        assert flags & os.ST_RDONLY and flags & os.ST_NOEXEC and flags & os.ST_NOSUID
+        with pytest.raises(OSError) as exc:
+            (drive.root / "new.txt").write_text("x")
+        assert exc.value.errno == errno.EROFS
+        # Not in our mount namespace: only the fd reaches it.
+        assert mounted_in(Path("/proc/self/mountinfo").read_text(), drives.ext4) == []
+        # One drive at a time.
+        with pytest.raises(HelperError, match="mounted already"), usb_drive(pi.socket, drives.vfat):
+            pass
+    assert mounted_in(pi.helper_mounts(), drives.ext4) == []
+
+
+def test_a_caller_that_hangs_up_releases_the_drive(pi: Pi, drives: Drives):
+    code = ("import sys, os; from pathlib import Path; from appliance.network.client import usb_drive\n"
+            "held = usb_drive(Path(sys.argv[1]), sys.argv[2]); d = held.__enter__()\n"
+            "print(os.listdir(d.root)); sys.stdout.flush(); os._exit(0)")
+    result = subprocess.run([sys.executable, "-c", code, str(pi.socket), drives.ext4],
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert "ray_charles.zim" in result.stdout, result.stderr
+    wait_for(lambda: mounted_in(pi.helper_mounts(), drives.ext4) == [], timeout=5,
+             what="the helper to unmount after the caller died")
+    # And usb-unmount with nothing mounted says so.
+    with pytest.raises(HelperError, match="no USB drive is mounted"):
+        call(pi.socket, "usb-unmount")
+
+
+def test_usb_unmount_frees_a_drive_another_caller_still_holds(pi: Pi, drives: Drives):
+    with usb_drive(pi.socket, drives.ext4):
+        assert call(pi.socket, "usb-unmount") == {"unmounted": drives.ext4}
+        assert mounted_in(pi.helper_mounts(), drives.ext4) == []
+        # The next caller may mount again at once.
+        with usb_drive(pi.socket, drives.ext4) as second:
+            assert "ray_charles.zim" in os.listdir(second.root)
+    assert mounted_in(pi.helper_mounts(), drives.ext4) == []
+
+
+def test_a_fat_stick(pi: Pi, drives: Drives):
+    """FAT is what sticks come formatted as. A kernel without the vfat driver (this suite's own
+    VM kernel lacks CONFIG_VFAT_FS; Debian's has it as a module) must get a clear refusal, not an
+    errno; one with it imports the stick, files owned by the caller and not executable."""
+    kernel_has_vfat = "vfat" in Path("/proc/filesystems").read_text().split() or \
+        Path(f"/lib/modules/{os.uname().release}").is_dir()
+    result = pi.appliance("content", "import", "--usb", drives.vfat, "--json")
+    if not kernel_has_vfat:
+        assert result.returncode == 1
+        assert "this kernel cannot mount vfat" in result.stderr, result.stderr
+        assert mounted_in(pi.helper_mounts(), drives.vfat) == []
+        return
+    done = json.loads(result.stdout)
+    assert done["filesystem"] == "vfat"
+    added = {r["source"].rsplit("/", 1)[-1] for r in done["results"] if "added" in r}
+    assert added == {"ray_charles.zim", "fractions"}, done
+    with usb_drive(pi.socket, drives.vfat) as drive:
+        st = (drive.root / "ray_charles.zim").stat()
+        assert (st.st_uid, st.st_mode & 0o777) == (os.getuid(), 0o644)
+    assert mounted_in(pi.helper_mounts(), drives.vfat) == []
+
+
+@pytest.mark.parametrize(("which", "message"), [
+    ("unlisted", "is not in [network.helper] usb_devices"),
+    ("swap", "filesystem 'swap' is not supported for import"),
+    ("blank", "no filesystem found on the device"),
+    ("/dev/null", "/dev/null is not in [network.helper] usb_devices"),
+    ("/dev/vda", "/dev/vda is not in [network.helper] usb_devices"),
+    ("/etc/passwd", "device must be a path under /dev/"),
+    ("/dev/../etc/passwd", "device must be a path under /dev/"),
+    ("sda1", "device must be a path under /dev/"),
+    ("/dev/sda1,uid=0", "device must be a path under /dev/"),
+])
+def test_refusals(pi: Pi, drives: Drives, which: str, message: str):
+    device = getattr(drives, which) if not which.startswith("/") and which != "sda1" else which
+    result = pi.appliance("content", "import", "--usb", device)
+    assert result.returncode == 1
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    for name in ("ext4", "vfat", "swap", "blank"):
+        assert mounted_in(pi.helper_mounts(), getattr(drives, name)) == []
+
+
+def test_a_drive_mounted_elsewhere_is_refused(pi: Pi, drives: Drives, tmp_path: Path):
+    """Mounted where the helper sees it (an automounter's /media/... reaches its namespace by
+    propagation on a systemd host; here it is mounted in the helper's namespace directly, since
+    a host without systemd as PID 1 may not propagate)."""
+    point = tmp_path / "mnt"
+    point.mkdir()
+    inside = ("nsenter", "-t", str(pi.helper.pid), "-m")
+    run(*inside, "mount", "-o", "ro", drives.ext4, str(point))
+    try:
+        result = pi.appliance("content", "import", "--usb", drives.ext4)
+        assert result.returncode == 1
+        assert "is already mounted" in result.stderr and str(point) in result.stderr, result.stderr
+    finally:
+        run(*inside, "umount", str(point))
+
+
+def test_content_usb_lists_the_allowlisted_devices(pi: Pi, drives: Drives):
+    listed = json.loads(pi.appliance("content", "usb", "--json").stdout)
+    devices = {d["device"]: d for d in listed}
+    assert set(devices) == {drives.ext4, drives.vfat, drives.swap, drives.blank}
+    assert devices[drives.ext4]["size"] == 8 << 20
+    assert devices[drives.ext4]["mounted"] == ""
