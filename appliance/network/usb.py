@@ -207,8 +207,9 @@ def probe(path: str) -> dict[str, str]:
                                 text=True, timeout=BLKID_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UsbError(f"blkid could not read {path}: {exc}") from None
-    # 2: no signature found. Anything else but 0 (ambiguous signatures, I/O error) is refused.
-    if result.returncode == 2:
+    # 2: no signature found, or (with a message) the device could not be opened. Anything else
+    # but 0 (ambiguous signatures, I/O error) is refused.
+    if result.returncode == 2 and not result.stderr.strip():
         return {}
     if result.returncode != 0:
         raise UsbError(f"blkid could not read {path}: {result.stderr.strip() or result.returncode}")

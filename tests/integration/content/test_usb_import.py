@@ -4,14 +4,16 @@ The images are built here (ext4 with `mkfs.ext4 -d`, FAT with `mkfs.vfat` + `mco
 signature with `mkswap`) holding a real ZIM of ../shared/data/zim, an OER pack in our manifest
 format, a corrupt archive and a pack whose manifest does not match its files; each is attached
 with `losetup` and detached by its own device afterwards. The helper runs as `appliance network
-helper` in a mount namespace of its own whose mounts follow the host's (as systemd's
-PrivateMounts= gives it) and an empty network namespace, with `usb_devices` naming exactly the
-loop devices made here; `appliance content import --usb` runs as root, as IT staff would.
+helper` as its unit does (not root, in the disk group, CAP_NET_ADMIN and CAP_SYS_ADMIN ambient),
+in a mount namespace of its own whose mounts follow the host's (as systemd's PrivateMounts=
+gives it) and an empty network namespace, with `usb_devices` naming exactly the loop devices
+made here; `appliance content import --usb` runs as root, as IT staff would.
 """
 
 from __future__ import annotations
 
 import errno
+import grp
 import json
 import os
 import shutil
@@ -36,6 +38,8 @@ pytestmark = pytest.mark.integration
 ZIM = SHARED / "data" / "zim"
 RAY = ZIM / "wikipedia_en_ray_charles_mini.zim"
 CORRUPT = ZIM / "invalid" / "outofbounds_urlptrpos.zim"
+# The helper's user (systemd's User=appliance): nobody, who owns nothing else here.
+HELPER_UID = HELPER_GID = 65534
 
 
 def run(*cmd: str) -> str:
@@ -86,7 +90,11 @@ def drives(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drives]:
     attached: dict[str, str] = {}
     try:
         for name, image in images.items():
-            attached[name] = run("losetup", "-f", "--show", str(image))
+            attached[name] = device = run("losetup", "-f", "--show", str(image))
+            # What udev does for every disk (/dev/sdX: root:disk 0660); a host without udev
+            # leaves loop devices root's alone.
+            os.chown(device, 0, grp.getgrnam("disk").gr_gid)
+            os.chmod(device, 0o660)
         yield Drives(**attached)
     finally:
         for device in attached.values():
@@ -120,14 +128,19 @@ def mounted_in(mountinfo: str, device: str) -> list[str]:
 
 @pytest.fixture
 def pi(tmp_path: Path, drives: Drives) -> Iterator[Pi]:
-    # A Unix socket path must stay under 108 bytes; pytest's folders may be deeper.
+    # The helper's own folders, where its user may write (pytest's are root's, 0700); short,
+    # since a Unix socket path must stay under 108 bytes.
     run_dir = Path(tempfile.mkdtemp(prefix="usb-helper-"))
-    socket = run_dir / "helper.sock"
-    config = tmp_path / "appliance.toml"
+    run_dir.chmod(0o755)
+    for sub in ("run", "state", "network"):
+        (run_dir / sub).mkdir()
+        os.chown(run_dir / sub, HELPER_UID, HELPER_GID)
+    socket = run_dir / "run" / "helper.sock"
+    config = run_dir / "appliance.toml"
     write_toml(config, {
-        "appliance": {"id": "usb-test", "state_dir": str(tmp_path / "state")},
+        "appliance": {"id": "usb-test", "state_dir": str(run_dir / "state")},
         "content": {"root": str(tmp_path / "content")},
-        "network": {"services": "direct", "render_dir": str(tmp_path / "network"),
+        "network": {"services": "direct", "render_dir": str(run_dir / "network"),
                     "access_point": "external",
                     "helper": {"socket": str(socket),
                                **{key: ["root"] for _args, key in VERBS.values()},
@@ -135,9 +148,14 @@ def pi(tmp_path: Path, drives: Drives) -> Iterator[Pi]:
                                                drives.blank]}}})
     log = tmp_path / "helper.log"
     with log.open("wb") as out:
-        # unshare execs the helper: the pid is the helper's, and so is /proc/<pid>/mountinfo.
+        # As the unit runs it: its own mount namespace, a user that is not root, in the disk
+        # group, with CAP_NET_ADMIN and CAP_SYS_ADMIN as ambient capabilities. unshare and
+        # setpriv exec: the pid is the helper's, and so is /proc/<pid>/mountinfo.
         helper = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "slave", "--net",
+             "setpriv", f"--reuid={HELPER_UID}", f"--regid={HELPER_GID}",
+             f"--groups={grp.getgrnam('disk').gr_gid}", "--inh-caps=+net_admin,+sys_admin",
+             "--ambient-caps=+net_admin,+sys_admin", "--",
              sys.executable, "-m", "appliance", "--config", str(config), "network", "helper"],
             stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
     try:
