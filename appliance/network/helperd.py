@@ -63,6 +63,7 @@ HEALTH_TIMEOUT = 0.5
 HEALTH_FAILURES = 2
 # At most this many addresses a set takes from one file (a runaway file cannot fill the kernel).
 MAX_SET_ADDRESSES = 20000
+USB_VERBS = ("usb-mount", "usb-unmount")
 
 
 def ensure_proxy_arp(interface: str, proc_sys: Path = Path("/proc/sys/net/ipv4/conf")) -> None:
@@ -174,6 +175,9 @@ class Helper:
         if self.net.ipv6:
             self.subnets.append(ipaddress.ip_interface(self.net.ipv6).network)
         self.usb_dir = self.net.helper.socket.parent / "usb"
+        # Its own lock: blkid or mount(2) stuck on a failing stick must not hold up the portal's
+        # session-accept behind `lock`.
+        self.usb_lock = threading.Lock()
         self.drive: Drive | None = None
         self.drives = 0
         self._clear_leftover_mounts()
@@ -196,7 +200,7 @@ class Helper:
             self._log_once(caller, exc.reason)
             return verbs.error(exc.reason), None
         try:
-            with self.lock:
+            with self.usb_lock if request.verb in USB_VERBS else self.lock:
                 if request.verb == "usb-mount":
                     if not fd_passing:
                         raise Refused("usb-mount needs a connection that can take an fd")
@@ -249,7 +253,7 @@ class Helper:
 
     # -- USB drives (usb-mount / usb-unmount) ---------------------------------------------------
     def usb_mount(self, argument: str, caller: Caller) -> Drive:
-        """Check and mount `argument` for `caller` (see the module docstring); under the lock."""
+        """Check and mount `argument` for `caller` (see the module docstring); under usb_lock."""
         if self.drive is not None:
             raise Refused(f"usb-mount: {self.drive.device} is mounted already (for pid "
                           f"{self.drive.pid}); one drive at a time, usb-unmount first")
@@ -281,7 +285,7 @@ class Helper:
     def release_drive(self, serial: int | None = None) -> str | None:
         """Unmount the drive (only if it is still mount `serial`, when given); its device, or
         None if that mount was gone already."""
-        with self.lock:
+        with self.usb_lock:
             return self._release(serial)
 
     def _release(self, serial: int | None) -> str | None:

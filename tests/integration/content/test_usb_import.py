@@ -80,9 +80,17 @@ def drives(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drives]:
     work = tmp_path_factory.mktemp("usb")
     tree = content_tree(work / "stick")
     images = {name: work / f"{name}.img" for name in ("ext4", "vfat", "swap", "blank", "unlisted")}
-    run("mkfs.ext4", "-q", "-F", "-L", "STICK", "-d", str(tree), str(images["ext4"]), "8M")
     run("mkfs.vfat", "-n", "STICK", "-C", str(images["vfat"]), "8192")
     run("mcopy", "-s", "-i", str(images["vfat"]), *(str(p) for p in sorted(tree.iterdir())), "::")
+    # ext4 keeps symlinks (FAT has none): a pack whose file points at a host file, with the
+    # checksum of that file, as someone hoping a root import follows it would make it.
+    escape = tree / "escape"
+    escape.mkdir()
+    (escape / "index.html").write_text("<!doctype html><title>x</title><a href=passwd>x</a>")
+    (escape / "passwd").symlink_to("/etc/passwd")
+    (escape / "manifest.json").write_bytes(catalog.pack_manifest_json(
+        library.build_manifest(escape, "escape")))
+    run("mkfs.ext4", "-q", "-F", "-L", "STICK", "-d", str(tree), str(images["ext4"]), "8M")
     for name in ("swap", "blank", "unlisted"):
         with images[name].open("wb") as f:
             f.truncate(2 << 20)
@@ -126,6 +134,15 @@ def mounted_in(mountinfo: str, device: str) -> list[str]:
     return [line for line in mountinfo.splitlines() if line.split(" ")[2] == number]
 
 
+def helper_command(config: Path) -> list[str]:
+    """`appliance network helper` as its unit runs it: a user that is not root, in the disk
+    group, with CAP_NET_ADMIN and CAP_SYS_ADMIN as ambient capabilities (setpriv execs)."""
+    return ["setpriv", f"--reuid={HELPER_UID}", f"--regid={HELPER_GID}",
+            f"--groups={grp.getgrnam('disk').gr_gid}", "--inh-caps=+net_admin,+sys_admin",
+            "--ambient-caps=+net_admin,+sys_admin", "--",
+            sys.executable, "-m", "appliance", "--config", str(config), "network", "helper"]
+
+
 @pytest.fixture
 def pi(tmp_path: Path, drives: Drives) -> Iterator[Pi]:
     # The helper's own folders, where its user may write (pytest's are root's, 0700); short,
@@ -148,15 +165,10 @@ def pi(tmp_path: Path, drives: Drives) -> Iterator[Pi]:
                                                drives.blank]}}})
     log = tmp_path / "helper.log"
     with log.open("wb") as out:
-        # As the unit runs it: its own mount namespace, a user that is not root, in the disk
-        # group, with CAP_NET_ADMIN and CAP_SYS_ADMIN as ambient capabilities. unshare and
+        # Its own mount namespace (PrivateMounts=) and an empty network namespace. unshare and
         # setpriv exec: the pid is the helper's, and so is /proc/<pid>/mountinfo.
         helper = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "slave", "--net",
-             "setpriv", f"--reuid={HELPER_UID}", f"--regid={HELPER_GID}",
-             f"--groups={grp.getgrnam('disk').gr_gid}", "--inh-caps=+net_admin,+sys_admin",
-             "--ambient-caps=+net_admin,+sys_admin", "--",
-             sys.executable, "-m", "appliance", "--config", str(config), "network", "helper"],
+            ["unshare", "--mount", "--propagation", "slave", "--net", *helper_command(config)],
             stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
     try:
         wait_for(lambda: socket.exists() or helper.poll() is not None, what="the helper's socket")
@@ -174,12 +186,14 @@ def test_import_from_an_ext4_stick_lists_the_good_items_and_refuses_the_bad(pi: 
     done = json.loads(result.stdout)
     assert (done["device"], done["filesystem"]) == (drives.ext4, "ext4")
     by_source = {r["source"].rsplit("/", 1)[-1]: r for r in done["results"]}
-    assert set(by_source) == {"ray_charles.zim", "broken.zim", "fractions", "tampered"}
+    assert set(by_source) == {"ray_charles.zim", "broken.zim", "fractions", "tampered", "escape"}
     assert by_source["ray_charles.zim"]["source"] == f"usb:{drives.ext4}/ray_charles.zim"
     assert by_source["fractions"]["added"] == "fractions"
     assert "added" in by_source["ray_charles.zim"]
     assert "refused" in by_source["broken.zim"]["error"]
     assert "checksum" in by_source["tampered"]["error"].lower()
+    # nosymfollow: the link to /etc/passwd is not followed.
+    assert "symbolic links" in by_source["escape"]["error"]
     assert "/proc/self/fd" not in json.dumps(done)
 
     listed = json.loads(pi.appliance("content", "list", "--json").stdout)
@@ -200,7 +214,7 @@ def test_import_from_an_ext4_stick_lists_the_good_items_and_refuses_the_bad(pi: 
 def test_the_drive_is_read_only_noexec_and_only_ours_while_held(pi: Pi, drives: Drives):
     with usb_drive(pi.socket, drives.ext4) as drive:
         assert drive.filesystem == "ext4"
-        assert sorted(os.listdir(drive.root)) == ["broken.zim", "fractions", "lost+found",
+        assert sorted(os.listdir(drive.root)) == ["broken.zim", "escape", "fractions", "lost+found",
                                                   "ray_charles.zim", "readme.txt", "tampered"]
         [line] = mounted_in(pi.helper_mounts(), drives.ext4)
         options = set(line.split(" ")[5].split(","))
@@ -307,3 +321,60 @@ def test_content_usb_lists_the_allowlisted_devices(pi: Pi, drives: Drives):
     assert set(devices) == {drives.ext4, drives.vfat, drives.swap, drives.blank}
     assert devices[drives.ext4]["size"] == 8 << 20
     assert devices[drives.ext4]["mounted"] == ""
+
+
+def test_a_full_library_disk_refuses_the_archive_and_keeps_the_library_as_it_was(
+        pi: Pi, drives: Drives, tmp_path: Path):
+    content = tmp_path / "content"
+    content.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(content))
+    try:
+        done = json.loads(pi.appliance("content", "import", "--usb", drives.ext4, "--json").stdout)
+        by_source = {r["source"].rsplit("/", 1)[-1]: r for r in done["results"]}
+        assert "not enough free space" in by_source["ray_charles.zim"]["error"]
+        assert by_source["fractions"]["added"] == "fractions"  # small enough, still imported
+        listed = json.loads(pi.appliance("content", "list", "--json").stdout)
+        assert [i["name"] for i in listed["items"]] == ["fractions"]
+        assert not any((content / "tmp").iterdir())  # no half-copied file left behind
+        assert mounted_in(pi.helper_mounts(), drives.ext4) == []
+    finally:
+        run("umount", str(content))
+
+
+def test_a_restarted_helper_clears_a_leftover_mount(pi: Pi, drives: Drives):
+    """Without PrivateMounts= (a helper started by hand) a killed helper's mount outlives it:
+    the next one unmounts it at start. Here both run in one mount namespace, kept by a holder."""
+    pi.helper.terminate()
+    pi.helper.wait(15)
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "slave", "--net",
+                               "sleep", "600"], start_new_session=True)
+    helpers: list[subprocess.Popen[bytes]] = []
+
+    def start_helper() -> subprocess.Popen[bytes]:
+        pi.socket.unlink(missing_ok=True)
+        with pi.log.open("ab") as out:
+            proc = subprocess.Popen(
+                ["nsenter", "-t", str(holder.pid), "-m", "-n", *helper_command(pi.config)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+        helpers.append(proc)
+        wait_for(lambda: pi.socket.exists() or proc.poll() is not None, what="the helper's socket")
+        assert proc.poll() is None, pi.log.read_text()
+        return proc
+
+    held = Path(f"/proc/{holder.pid}/mountinfo")
+    try:
+        first = start_helper()
+        with usb_drive(pi.socket, drives.ext4):
+            first.kill()
+            first.wait(15)
+            assert mounted_in(held.read_text(), drives.ext4), "the mount should outlive a killed helper"
+        start_helper()
+        assert mounted_in(held.read_text(), drives.ext4) == []
+        assert "unmounted a leftover USB mount" in pi.log.read_text()
+        with usb_drive(pi.socket, drives.ext4) as drive:  # and it mounts again
+            assert "ray_charles.zim" in os.listdir(drive.root)
+    finally:
+        for proc in (*helpers, holder):
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(15)
