@@ -154,7 +154,8 @@ class Drive:
 
 
 class Helper:
-    """The verbs, carried out. Built from the configuration; `handle()` is the whole protocol."""
+    """The verbs, carried out. Built from the configuration; `answer()` is the whole protocol
+    (`handle()` for every verb but usb-mount, whose answer carries an fd)."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
