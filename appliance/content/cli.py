@@ -237,7 +237,7 @@ def usb_command(cfg: Config, out: Output) -> None:
 
     devices = importing.usb_candidates(cfg.network.helper.usb_devices)
     out.emit(devices, lambda ds: "\n".join(
-        f"{d['device']:14} {d['size'] / 1e9:8.1f} GB  {'removable' if d['removable'] else 'fixed':9}  "
+        f"{d['device']:14} {d['size'] / 1e6:10.1f} MB  {'removable' if d['removable'] else 'fixed':9}  "
         f"{d['model'] or '-'}" + (f"  (mounted at {d['mounted']})" if d["mounted"] else "")
         for d in ds) or "no USB drive found (plug one in; see [network.helper] usb_devices)")
 

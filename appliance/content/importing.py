@@ -89,8 +89,9 @@ def _read(path: Path) -> str:
 
 def usb_candidates(globs: tuple[str, ...], *, sys_block: Path = Path("/sys/class/block"),
                    mountinfo: Path = Path("/proc/self/mountinfo")) -> list[dict[str, Any]]:
-    """The block devices matching `globs` (`[network.helper] usb_devices`), as sysfs shows them:
-    {"device", "size" (bytes), "removable", "model", "mounted" (a mount point or "")}."""
+    """The block devices matching `globs` (`[network.helper] usb_devices`) that hold a medium, as
+    sysfs shows them: {"device", "size" (bytes), "removable", "model", "mounted" (a mount point
+    or "")}."""
     from appliance.network import usb
 
     mounted = usb.mounted_numbers(_read(mountinfo))
@@ -103,7 +104,10 @@ def usb_candidates(globs: tuple[str, ...], *, sys_block: Path = Path("/sys/class
         major, _, minor = _read(node / "dev").partition(":")
         number = (int(major), int(minor)) if major.isdigit() and minor.isdigit() else (-1, -1)
         sectors = _read(node / "size")
-        found.append({"device": device, "size": int(sectors) * 512 if sectors.isdigit() else 0,
+        size = int(sectors) * 512 if sectors.isdigit() else 0
+        if size == 0:  # a card reader without a card, a loop device with nothing attached
+            continue
+        found.append({"device": device, "size": size,
                       "removable": _read(disk / "removable") == "1",
                       "model": _read(disk / "device" / "model"),
                       "mounted": mounted.get(number, "")})
