@@ -378,3 +378,28 @@ def test_a_restarted_helper_clears_a_leftover_mount(pi: Pi, drives: Drives):
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(15)
+
+
+def test_a_folder_import_takes_the_same_path_and_the_arguments_are_checked(tmp_path: Path):
+    tree = content_tree(tmp_path / "stick")
+    config = tmp_path / "appliance.toml"
+    write_toml(config, {"appliance": {"id": "folder-test", "state_dir": str(tmp_path / "state")},
+                        "content": {"root": str(tmp_path / "content")},
+                        "network": {"helper": {"socket": str(tmp_path / "no-helper.sock")}}})
+
+    def appliance(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "appliance", "--config", str(config), *args],
+                              capture_output=True, text=True, timeout=120, cwd=REPO)
+
+    result = appliance("content", "import", str(tree), "--json")
+    assert result.returncode == 1
+    outcome = {Path(r["source"]).name: ("added" in r) for r in json.loads(result.stdout)}
+    assert outcome == {"ray_charles.zim": True, "fractions": True, "broken.zim": False,
+                       "tampered": False}
+    for args in ((), (str(tree), "--usb", "/dev/sda1")):
+        refused = appliance("content", "import", *args)
+        assert refused.returncode == 2 and "give either FOLDER or --usb DEVICE" in refused.stderr
+    # No helper running: a clear message, not a traceback.
+    down = appliance("content", "import", "--usb", "/dev/sda1")
+    assert down.returncode == 1 and "network helper at" in down.stderr and "unreachable" in down.stderr
+    assert "Traceback" not in down.stderr
