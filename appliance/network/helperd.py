@@ -22,9 +22,9 @@ the baseline until `dns-fallback off` (the filter's unit calls them at once: Exe
 ExecStartPost; an admin may too); while held, the health check does not switch back.
 
 `usb-mount DEVICE` (the only use of CAP_SYS_ADMIN) checks the device (`usb`: allowlisted block
-device, not mounted, not the root disk, a filesystem of `usb.FILESYSTEMS`), mounts it read-only,
-nosuid, nodev, noexec, nosymfollow at `<socket folder>/usb` in the helper's own mount namespace
-(systemd's PrivateMounts=), and answers with an O_RDONLY|O_DIRECTORY fd of the mount's root
+device, not mounted, not the root disk), mounts it with the first of `usb.FILESYSTEMS` that takes
+it, read-only, nosuid, nodev, noexec, nosymfollow at `<socket folder>/usb` in the helper's own
+mount namespace (systemd's PrivateMounts=), and answers with an O_RDONLY|O_DIRECTORY fd of the mount's root
 attached (SCM_RIGHTS): the caller reads the drive as /proc/self/fd/N. That connection stays
 open; the drive is unmounted (lazily, MNT_DETACH) when the caller sends another line (answered),
 hangs up, or anyone allowed calls `usb-unmount`; also when the helper stops, and a leftover is
@@ -166,6 +166,11 @@ class Helper:
         self.logged: set[tuple[int, str | None, str]] = set()
         self.online: bool | None = None
         self.ports = render.filter_ports(cfg)
+        if self.ports is not None and not ipaddress.ip_address(self.ports.health_host).is_loopback:
+            # The unit allows loopback IP only (IPAddressAllow=localhost): said once, at start.
+            log.warning("the filter does not listen on loopback ([filter] listen): under its unit "
+                        "the helper's health check of %s fails and the classroom's DNS stays on "
+                        "the baseline; add 127.0.0.1 to [filter] listen", self.ports.health_host)
         # The redirect's state as the helper last set or found it (None: not known yet).
         self.fallback: bool | None = None
         self.held = False  # `dns-fallback on` was asked for: stays until `dns-fallback off`
@@ -176,7 +181,7 @@ class Helper:
         if self.net.ipv6:
             self.subnets.append(ipaddress.ip_interface(self.net.ipv6).network)
         self.usb_dir = self.net.helper.socket.parent / "usb"
-        # Its own lock: blkid or mount(2) stuck on a failing stick must not hold up the portal's
+        # Its own lock: mount(2) stuck on a failing stick must not hold up the portal's
         # session-accept behind `lock`.
         self.usb_lock = threading.Lock()
         self.drive: Drive | None = None
@@ -262,14 +267,11 @@ class Helper:
             device = usb.inspect(usb.resolve(argument, self.net.helper.usb_devices))
             mounts = usb.mounted_numbers(Path("/proc/self/mountinfo").read_text())
             why = usb.problem(device, self.net.helper.usb_devices, mounts, usb.root_disk())
-            if why is None:
-                fstype = usb.probe(device.path).get("TYPE", "")
-                why = usb.filesystem_problem(fstype)
             if why is not None:
                 raise usb.UsbError(why)
             self.usb_dir.mkdir(mode=0o700, exist_ok=True)
             gid = caller.gid if caller.gid is not None else caller.uid
-            usb.mount(device.path, self.usb_dir, fstype, usb.mount_data(fstype, caller.uid, gid))
+            fstype = usb.mount(device.path, self.usb_dir, caller.uid, gid)
         except usb.UsbError as exc:
             raise Refused(f"usb-mount: {exc}") from None
         try:

@@ -12,10 +12,14 @@ the device, each with its own message (`problem()`):
 - neither it, nor its whole disk, nor (for a whole disk) one of its partitions is mounted
   anywhere the helper can see (its /proc/self/mountinfo, which follows the host's mounts);
 - it is not on the disk holding `/`;
-- its filesystem, as `blkid -p` reads the signature, is one of FILESYSTEMS.
+- its filesystem is one of FILESYSTEMS: `mount()` offers the device to each of their drivers in
+  turn, and the first that recognises it mounts it. The helper has no read permission on the
+  node (no disk group: mount(2) needs CAP_SYS_ADMIN and the unit's DeviceAllow=, not the node's
+  mode), so nothing reads the signature beforehand; a drive none of them takes (NTFS, swap,
+  blank, LUKS) is refused naming the allowed types.
 
 The pure part (parsing, deciding, building the mount options) takes text and numbers, so the unit
-tests need no devices; `resolve()`, `inspect()`, `root_disk()`, `probe()`, `mount()` and
+tests need no devices; `resolve()`, `inspect()`, `root_disk()`, `mount()` and
 `unmount()` do the I/O.
 """
 
@@ -26,13 +30,13 @@ import fnmatch
 import os
 import re
 import stat
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-# What the kernel mounts for us, by blkid's name. NTFS, HFS+, btrfs, ... are refused by name: each
-# filesystem driver fed an untrusted image is attack surface, and sticks come as FAT or exFAT.
-FILESYSTEMS = ("vfat", "exfat", "ext4")
+# What the kernel mounts for us, tried in this order (ext4 first: its superblock magic is the
+# strictest check; it also takes ext2/ext3, same driver). Nothing else is ever offered the device:
+# each filesystem driver fed an untrusted image is attack surface, and sticks come as FAT or exFAT.
+FILESYSTEMS = ("ext4", "vfat", "exfat")
 # mount(2) flags (linux/mount.h). MS_NOSYMFOLLOW (Linux 5.10): a symlink on the drive pointing
 # at /etc/... is not followed, so a caller running as root cannot be made to import host files.
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_NOSYMFOLLOW = 1, 2, 4, 8, 256
@@ -40,7 +44,10 @@ MOUNT_FLAGS = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOSYMFOLLOW
 MNT_DETACH = 2
 # A device argument: /dev/ and plain path components only (no "..", spaces or options).
 DEVICE_PATTERN = re.compile(r"/dev/[A-Za-z0-9_:.+-]+(/[A-Za-z0-9_:.+-]+)*")
-BLKID_TIMEOUT = 15.0
+# mount(2) errnos meaning "not this filesystem, try the next": EINVAL (the driver found no
+# superblock of its own) and ENODEV (this kernel has no such driver). Any other (EACCES from the
+# device cgroup, ENOMEDIUM, EBUSY, EIO) stops at once: the next driver would get the same.
+EINVAL, ENODEV = 22, 19
 
 DevNum = tuple[int, int]
 
@@ -118,25 +125,6 @@ def problem(device: Device, globs: tuple[str, ...], mounted: dict[DevNum, str],
     return None
 
 
-def parse_blkid(text: str) -> dict[str, str]:
-    """KEY=value lines of `blkid -o export` (pure); blkid escapes odd characters with \\."""
-    found = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.isupper():
-            found[key] = re.sub(r"\\(.)", r"\1", value)
-    return found
-
-
-def filesystem_problem(fstype: str) -> str | None:
-    """Why a filesystem blkid named is refused, or None (pure)."""
-    if not fstype:
-        return "no filesystem found on the device (is it formatted? try a partition, e.g. sda1)"
-    if fstype not in FILESYSTEMS:
-        return f"filesystem {fstype!r} is not supported for import (only {', '.join(FILESYSTEMS)})"
-    return None
-
-
 def mount_data(fstype: str, uid: int, gid: int) -> str:
     """The filesystem-specific options (pure). FAT and exFAT have no owners: files belong to the
     caller, readable, never executable. ext4's journal is not replayed (`noload`): a read-only
@@ -199,36 +187,37 @@ def root_disk(sys_dev: Path = Path("/sys/dev/block")) -> DevNum | None:
     return _number((node / "dev").read_text())
 
 
-def probe(path: str) -> dict[str, str]:
-    """blkid's low-level probe of the signature on the device (TYPE, LABEL, UUID, ...);
-    argv only, no shell. {} when it finds none."""
-    try:
-        result = subprocess.run(["blkid", "-p", "-o", "export", path], capture_output=True,
-                                text=True, timeout=BLKID_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise UsbError(f"blkid could not read {path}: {exc}") from None
-    # 2: no signature found, or (with a message) the device could not be opened. Anything else
-    # but 0 (ambiguous signatures, I/O error) is refused.
-    if result.returncode == 2 and not result.stderr.strip():
-        return {}
-    if result.returncode != 0:
-        raise UsbError(f"blkid could not read {path}: {result.stderr.strip() or result.returncode}")
-    return parse_blkid(result.stdout)
-
-
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def mount(device: str, target: Path, fstype: str, data: str) -> None:
-    """mount(2), read-only with MOUNT_FLAGS (util-linux mount refuses a caller that is not root,
-    whatever its capabilities, so the helper asks the kernel itself)."""
-    if _libc().mount(device.encode(), str(target).encode(), fstype.encode(),
-                   ctypes.c_ulong(MOUNT_FLAGS), data.encode()) != 0:
+def no_filesystem(device: str, missing: list[str]) -> str:
+    """The refusal when no driver of FILESYSTEMS took the device (pure); `missing` are those
+    this kernel has no driver for."""
+    names = ", ".join(FILESYSTEMS[:-1]) + f" or {FILESYSTEMS[-1]}"
+    why = f"no {names} filesystem on {device} (is it formatted? try a partition, e.g. sda1)"
+    if missing:
+        why += f"; this kernel cannot mount {' or '.join(missing)} (driver not built or loaded)"
+    return why
+
+
+def mount(device: str, target: Path, uid: int, gid: int) -> str:
+    """mount(2) `device` at `target` read-only with MOUNT_FLAGS, offering it to each of
+    FILESYSTEMS in turn (with `mount_data` for the caller `uid`:`gid`); the type that took it.
+    util-linux mount refuses a caller that is not root, whatever its capabilities, so the
+    helper asks the kernel itself."""
+    libc = _libc()
+    missing = []
+    for fstype in FILESYSTEMS:
+        if libc.mount(device.encode(), str(target).encode(), fstype.encode(),
+                      ctypes.c_ulong(MOUNT_FLAGS), mount_data(fstype, uid, gid).encode()) == 0:
+            return fstype
         err = ctypes.get_errno()
-        if err == 19:  # ENODEV: no such filesystem in this kernel
-            raise UsbError(f"this kernel cannot mount {fstype} (driver not built or loaded)")
-        raise UsbError(f"mounting {device} ({fstype}) failed: {os.strerror(err)}")
+        if err == ENODEV:
+            missing.append(fstype)
+        elif err != EINVAL:
+            raise UsbError(f"mounting {device} ({fstype}) failed: {os.strerror(err)}")
+    raise UsbError(no_filesystem(device, missing))
 
 
 def unmount(target: Path) -> bool:

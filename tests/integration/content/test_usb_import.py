@@ -4,7 +4,8 @@ The images are built here (ext4 with `mkfs.ext4 -d`, FAT with `mkfs.vfat` + `mco
 signature with `mkswap`) holding a real ZIM of ../shared/data/zim, an OER pack in our manifest
 format, a corrupt archive and a pack whose manifest does not match its files; each is attached
 with `losetup` and detached by its own device afterwards. The helper runs as `appliance network
-helper` as its unit does (not root, in the disk group, CAP_NET_ADMIN and CAP_SYS_ADMIN ambient),
+helper` as its unit does (not root, no supplementary group, CAP_NET_ADMIN and CAP_SYS_ADMIN
+ambient; the device nodes are root's 0600, so it mounts what it cannot read),
 in a mount namespace of its own whose mounts follow the host's (as systemd's PrivateMounts=
 gives it) and an empty network namespace, with `usb_devices` naming exactly the loop devices
 made here; `appliance content import --usb` runs as root, as IT staff would.
@@ -13,7 +14,6 @@ made here; `appliance content import --usb` runs as root, as IT staff would.
 from __future__ import annotations
 
 import errno
-import grp
 import json
 import os
 import shutil
@@ -99,10 +99,10 @@ def drives(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drives]:
     try:
         for name, image in images.items():
             attached[name] = device = run("losetup", "-f", "--show", str(image))
-            # What udev does for every disk (/dev/sdX: root:disk 0660); a host without udev
-            # leaves loop devices root's alone.
-            os.chown(device, 0, grp.getgrnam("disk").gr_gid)
-            os.chmod(device, 0o660)
+            # Stricter than udev's root:disk 0660 for /dev/sdX: the helper (in no group) must
+            # mount a drive it has no read permission on, as mount(2) allows with CAP_SYS_ADMIN.
+            os.chown(device, 0, 0)
+            os.chmod(device, 0o600)
         yield Drives(**attached)
     finally:
         for device in attached.values():
@@ -135,10 +135,11 @@ def mounted_in(mountinfo: str, device: str) -> list[str]:
 
 
 def helper_command(config: Path) -> list[str]:
-    """`appliance network helper` as its unit runs it: a user that is not root, in the disk
-    group, with CAP_NET_ADMIN and CAP_SYS_ADMIN as ambient capabilities (setpriv execs)."""
+    """`appliance network helper` as its unit runs it: a user that is not root, in no
+    supplementary group, with CAP_NET_ADMIN and CAP_SYS_ADMIN as ambient capabilities (setpriv
+    execs)."""
     return ["setpriv", f"--reuid={HELPER_UID}", f"--regid={HELPER_GID}",
-            f"--groups={grp.getgrnam('disk').gr_gid}", "--inh-caps=+net_admin,+sys_admin",
+            "--clear-groups", "--inh-caps=+net_admin,+sys_admin",
             "--ambient-caps=+net_admin,+sys_admin", "--",
             sys.executable, "-m", "appliance", "--config", str(config), "network", "helper"]
 
@@ -211,6 +212,22 @@ def test_import_from_an_ext4_stick_lists_the_good_items_and_refuses_the_bad(pi: 
     assert {i["name"] for i in listed["items"]} == set(items)
 
 
+def test_the_helper_mounts_a_drive_it_cannot_read(pi: Pi, drives: Drives):
+    """No disk group (the unit has no SupplementaryGroups=): the helper's credentials cannot
+    open the node, yet mount(2) takes the device (CAP_SYS_ADMIN; DeviceAllow= on a Pi)."""
+    status = Path(f"/proc/{pi.helper.pid}/status").read_text()
+    [groups] = [line for line in status.splitlines() if line.startswith("Groups:")]
+    assert groups.split() == ["Groups:"], groups
+    as_helper = subprocess.run(
+        ["setpriv", f"--reuid={HELPER_UID}", f"--regid={HELPER_GID}", "--clear-groups", "--",
+         sys.executable, "-c", f"open({drives.ext4!r}, 'rb')"],
+        capture_output=True, text=True, timeout=30)
+    assert as_helper.returncode != 0 and "PermissionError" in as_helper.stderr, as_helper.stderr
+    with usb_drive(pi.socket, drives.ext4) as drive:
+        assert drive.filesystem == "ext4"
+        assert "ray_charles.zim" in os.listdir(drive.root)
+
+
 def test_the_drive_is_read_only_noexec_and_only_ours_while_held(pi: Pi, drives: Drives):
     with usb_drive(pi.socket, drives.ext4) as drive:
         assert drive.filesystem == "ext4"
@@ -265,6 +282,7 @@ def test_a_fat_stick(pi: Pi, drives: Drives):
     result = pi.appliance("content", "import", "--usb", drives.vfat, "--json")
     if not kernel_has_vfat:
         assert result.returncode == 1
+        assert "no ext4, vfat or exfat filesystem on" in result.stderr, result.stderr
         assert "this kernel cannot mount vfat" in result.stderr, result.stderr
         assert mounted_in(pi.helper_mounts(), drives.vfat) == []
         return
@@ -280,8 +298,8 @@ def test_a_fat_stick(pi: Pi, drives: Drives):
 
 @pytest.mark.parametrize(("which", "message"), [
     ("unlisted", "is not in [network.helper] usb_devices"),
-    ("swap", "filesystem 'swap' is not supported for import"),
-    ("blank", "no filesystem found on the device"),
+    ("swap", "no ext4, vfat or exfat filesystem on /dev/loop"),
+    ("blank", "no ext4, vfat or exfat filesystem on /dev/loop"),
     ("/dev/null", "/dev/null is not in [network.helper] usb_devices"),
     ("/dev/vda", "/dev/vda is not in [network.helper] usb_devices"),
     ("/etc/passwd", "device must be a path under /dev/"),
@@ -349,6 +367,10 @@ def test_a_restarted_helper_clears_a_leftover_mount(pi: Pi, drives: Drives):
     holder = subprocess.Popen(["unshare", "--mount", "--propagation", "slave", "--net",
                                "sleep", "600"], start_new_session=True)
     helpers: list[subprocess.Popen[bytes]] = []
+    # Popen returns before unshare(2) ran: until then nsenter would enter this namespace, and
+    # the helpers' mounts would land (and stay) here.
+    wait_for(lambda: all(os.readlink(f"/proc/{holder.pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}")
+                         for ns in ("mnt", "net")), what="the holder's namespaces")
 
     def start_helper() -> subprocess.Popen[bytes]:
         pi.socket.unlink(missing_ok=True)
