@@ -67,12 +67,13 @@ INSTALLED_APPLIANCE = b"/opt/appliance/venv/bin/appliance"
 # capability any unit has), agent, console and ingest 1.2. The scorer prints one decimal and most
 # single relaxations cost 0.1-0.2, so the limits leave one step of slack: loosening a unit means
 # deciding to raise its limit here, not discovering it later.
-# network-helper 2.2: CAP_NET_ADMIN and netlink (1.5 before USB import), then CAP_SYS_ADMIN,
-# mount/umount2, the host's /dev behind a device list (block-sd read-only) and the disk group
-# (blkid reads a stick's signature), less UMask=0077; no slack left: loosening it further means
-# deciding so here. captive 1.2.
+# network-helper 2.0 (issue 20's ceiling): CAP_NET_ADMIN and netlink (1.5 before USB import),
+# then CAP_SYS_ADMIN, mount/umount2, the host's /dev behind a device list (block-sd read-only),
+# less UMask=0077, no disk group (2.1: mount(2) needs no read permission on the node) and
+# IPAddressDeny=any with only localhost allowed (2.0); no slack left: loosening it further
+# breaks issue 20. captive 1.2.
 MAX_EXPOSURE = {"portal": 1.5, "agent": 1.3, "console": 1.3, "ingest": 1.3,
-                "network-helper": 2.2, "captive": 1.3, "devices": 1.3,
+                "network-helper": 2.0, "captive": 1.3, "devices": 1.3,
                 # the filter 1.5 (port 53, AF_NETLINK, no ProcSubset=pid for /proc/net/arp);
                 # the unbound units 1.2
                 "filter": 1.6, "unbound": 1.3, "unbound-baseline": 1.3,
@@ -318,12 +319,14 @@ def test_system_daemons_run_our_rendered_config_and_are_closed_otherwise(daemon)
 
 def test_the_helper_reaches_usb_disks_only_read_only_and_mounts_nothing_else():
     """What stands in for PrivateDevices= on the helper: a closed device policy opening SCSI
-    disks (USB sticks) read-only, and of @mount's calls only mount and umount2."""
+    disks (USB sticks) read-only, no disk group (mount(2) needs no read permission on the node),
+    of @mount's calls only mount and umount2; IP to loopback only (the filter's health check)."""
     found = settings(unit_path("network-helper"))
     assert found["Service.DevicePolicy"] == ["closed"]
     assert found["Service.DeviceAllow"] == ["block-sd r"]
     assert found["Service.PrivateMounts"] == ["yes"]
-    assert found["Service.SupplementaryGroups"] == ["disk"]
+    assert "Service.SupplementaryGroups" not in found
+    assert (found["Service.IPAddressDeny"], found["Service.IPAddressAllow"]) == (["any"], ["localhost"])
     assert found["Service.SystemCallFilter"] == ["@system-service", "~@privileged @resources",
                                                  "mount umount2"]
     result = analyze("security", "--offline=yes", "--json=short", str(unit_path("network-helper")))
