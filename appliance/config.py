@@ -257,6 +257,11 @@ def _caller(value: str) -> None:
            "'appliance:appliance-portal.service')")
 
 
+def _device_glob(value: str) -> None:
+    _check(bool(re.fullmatch(r"/dev/[A-Za-z0-9_\-\[\]*?/]+", value)) and ".." not in value,
+           "must be a glob of block device paths under /dev/ (e.g. '/dev/sd[a-z][0-9]*')")
+
+
 CALLER_PATTERN = re.compile(r"([a-z_][a-z0-9_-]*|[0-9]+)(:[A-Za-z0-9@_.-]+\.service)?")
 MAC_PATTERN = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
@@ -326,6 +331,16 @@ class HelperSection:
         default=("root", "appliance:appliance-filter.service"), metadata=rule(each=_caller))
     dns_sets: tuple[str, ...] = field(
         default=("root", "appliance:appliance-filter.service"), metadata=rule(each=_caller))
+    # USB import (`appliance content import --usb`): IT staff as root, and the agent when the
+    # console drives it.
+    usb_mount: tuple[str, ...] = field(
+        default=("root", "appliance:appliance-agent.service"), metadata=rule(each=_caller))
+    usb_unmount: tuple[str, ...] = field(
+        default=("root", "appliance:appliance-agent.service"), metadata=rule(each=_caller))
+    # Block devices `usb-mount` may mount (shell-style globs on the path): USB mass storage
+    # shows up as /dev/sdX; the SD card (/dev/mmcblk0*) never matches.
+    usb_devices: tuple[str, ...] = field(
+        default=("/dev/sd[a-z]", "/dev/sd[a-z][0-9]*"), metadata=rule(each=_device_glob))
 
 
 @dataclass(frozen=True)

@@ -184,34 +184,62 @@ def sync_command(cfg: Config, out: Output, catalogs: tuple[str, ...], books: tup
 
 
 @group.command("import")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("folder", required=False,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--usb", "device", metavar="DEVICE",
+              help="Import from this USB drive (e.g. /dev/sda1; see `appliance content usb`), "
+                   "mounted read-only by the network helper and released afterwards.")
 @json_option
 @pass_config
-def import_command(cfg: Config, out: Output, folder: Path) -> None:
-    """Import a folder (e.g. a mounted USB stick): every .zim (or split .zimaa) in it and every
-    sub-folder with a manifest.json, each verified before it is listed."""
-    from appliance.content import library
+def import_command(cfg: Config, out: Output, folder: Path | None, device: str | None) -> None:
+    """Import a folder or a USB drive: every .zim (or split .zimaa) at its top and every
+    sub-folder with a manifest.json, each verified before it is listed (a corrupt one is
+    refused, with the reason, and the rest still imported; exit status 1 if any was)."""
+    from appliance.content import importing
+    from appliance.network.client import HelperError
 
+    if (folder is None) == (device is None):
+        raise click.UsageError("give either FOLDER or --usb DEVICE")
     store, _ = _open(cfg)
-    results = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
-            continue
-        is_zim = path.suffix == ".zim" or path.name.endswith(".zimaa")
-        is_pack = path.is_dir() and (path / "manifest.json").is_file()
-        if not is_zim and not is_pack:
-            continue
+
+    def add(st: Any, path: Path, origin: str) -> Any:
+        extra: dict[str, Any] = {} if path.is_dir() else {"expect_sha256": None}
+        return _add_one(st, path, name=None, language="", subject="", origin=origin, **extra)
+
+    def lines(rs: list[dict[str, str]]) -> str:
+        return "\n".join(f"{r['source']}: " + (f"added {r['added']}" if "added" in r
+                                               else f"REFUSED: {r['error']}") for r in rs) \
+            or "nothing to import"
+
+    if device is not None:
         try:
-            extra: dict[str, Any] = {} if is_pack else {"expect_sha256": None}
-            item = _add_one(store, path, name=None, language="", subject="", **extra)
-            results.append({"source": str(path), "added": item.name})
-        except library.LibraryError as exc:
-            results.append({"source": str(path), "error": str(exc)})
-    out.emit(results, lambda rs: "\n".join(f"{r['source']}: " + (f"added {r['added']}" if "added" in r
-                                                                 else f"REFUSED: {r['error']}") for r in rs)
-             or "nothing to import")
+            done = importing.import_usb(cfg.network.helper.socket, store, device, add=add)
+        except HelperError as exc:
+            raise click.ClickException(f"{device}: {exc}") from None
+        results = done["results"]
+        out.emit(done, lambda d: f"{d['device']} ({d['filesystem']}), now unmounted:\n"
+                 + lines(d["results"]))
+    else:
+        assert folder is not None
+        results = importing.import_folder(store, folder, add=add)
+        out.emit(results, lines)
     if any("error" in r for r in results):
         raise SystemExit(1)
+
+
+@group.command("usb")
+@json_option
+@pass_config
+def usb_command(cfg: Config, out: Output) -> None:
+    """List the block devices `import --usb` may use ([network.helper] usb_devices): size,
+    whether removable, the model, and where one is mounted already."""
+    from appliance.content import importing
+
+    devices = importing.usb_candidates(cfg.network.helper.usb_devices)
+    out.emit(devices, lambda ds: "\n".join(
+        f"{d['device']:14} {d['size'] / 1e6:10.1f} MB  {'removable' if d['removable'] else 'fixed':9}  "
+        f"{d['model'] or '-'}" + (f"  (mounted at {d['mounted']})" if d["mounted"] else "")
+        for d in ds) or "no USB drive found (plug one in; see [network.helper] usb_devices)")
 
 
 @group.command("verify")

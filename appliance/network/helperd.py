@@ -20,10 +20,20 @@ its port): after `HEALTH_FAILURES` unanswered checks in a row it points the port
 the baseline unbound, and back when the filter answers again. The verb `dns-fallback on` holds
 the baseline until `dns-fallback off` (the filter's unit calls them at once: ExecStopPost,
 ExecStartPost; an admin may too); while held, the health check does not switch back.
+
+`usb-mount DEVICE` (the only use of CAP_SYS_ADMIN) checks the device (`usb`: allowlisted block
+device, not mounted, not the root disk), mounts it with the first of `usb.FILESYSTEMS` that takes
+it, read-only, nosuid, nodev, noexec, nosymfollow at `<socket folder>/usb` in the helper's own
+mount namespace (systemd's PrivateMounts=), and answers with an O_RDONLY|O_DIRECTORY fd of the mount's root
+attached (SCM_RIGHTS): the caller reads the drive as /proc/self/fd/N. That connection stays
+open; the drive is unmounted (lazily, MNT_DETACH) when the caller sends another line (answered),
+hangs up, or anyone allowed calls `usb-unmount`; also when the helper stops, and a leftover is
+cleared when it starts. One drive at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
@@ -36,11 +46,12 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from appliance.config import Config
-from appliance.network import dnssets, leases, nft, render, sessions, verbs
+from appliance.network import dnssets, leases, nft, render, sessions, usb, verbs
 from appliance.network.answers import uplink_online
 from appliance.network.verbs import Caller, Refused, Request
 
@@ -52,6 +63,7 @@ HEALTH_TIMEOUT = 0.5
 HEALTH_FAILURES = 2
 # At most this many addresses a set takes from one file (a runaway file cannot fill the kernel).
 MAX_SET_ADDRESSES = 20000
+USB_VERBS = ("usb-mount", "usb-unmount")
 
 
 def ensure_proxy_arp(interface: str, proc_sys: Path = Path("/proc/sys/net/ipv4/conf")) -> None:
@@ -129,8 +141,21 @@ def hostapd_stations(ctrl_path: Path, timeout: float = 2.0) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class Drive:
+    """The USB drive the helper has mounted: `serial` tells this mount from a later one, `fd`
+    (the mount's root) is sent once and closed by the handler."""
+
+    serial: int
+    device: str
+    filesystem: str
+    pid: int
+    fd: int
+
+
 class Helper:
-    """The verbs, carried out. Built from the configuration; `handle()` is the whole protocol."""
+    """The verbs, carried out. Built from the configuration; `answer()` is the whole protocol
+    (`handle()` for every verb but usb-mount, whose answer carries an fd)."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -141,6 +166,11 @@ class Helper:
         self.logged: set[tuple[int, str | None, str]] = set()
         self.online: bool | None = None
         self.ports = render.filter_ports(cfg)
+        if self.ports is not None and not ipaddress.ip_address(self.ports.health_host).is_loopback:
+            # The unit allows loopback IP only (IPAddressAllow=localhost): said once, at start.
+            log.warning("the filter does not listen on loopback ([filter] listen): under its unit "
+                        "the helper's health check of %s fails and the classroom's DNS stays on "
+                        "the baseline; add 127.0.0.1 to [filter] listen", self.ports.health_host)
         # The redirect's state as the helper last set or found it (None: not known yet).
         self.fallback: bool | None = None
         self.held = False  # `dns-fallback on` was asked for: stays until `dns-fallback off`
@@ -150,24 +180,45 @@ class Helper:
         self.subnets = [ipaddress.ip_interface(self.net.ipv4).network]
         if self.net.ipv6:
             self.subnets.append(ipaddress.ip_interface(self.net.ipv6).network)
+        self.usb_dir = self.net.helper.socket.parent / "usb"
+        # Its own lock: mount(2) stuck on a failing stick must not hold up the portal's
+        # session-accept behind `lock`.
+        self.usb_lock = threading.Lock()
+        self.drive: Drive | None = None
+        self.drives = 0
+        self._clear_leftover_mounts()
 
     # -- the protocol ---------------------------------------------------------------------------
     def handle(self, raw: bytes, caller: Caller) -> bytes:
+        """The answer to one request line (a usb-mount is refused here: it needs `answer`,
+        whose caller sends the drive's fd and holds the connection)."""
+        data, drive = self.answer(raw, caller, fd_passing=False)
+        assert drive is None
+        return data
+
+    def answer(self, raw: bytes, caller: Caller, *, fd_passing: bool = True) -> tuple[bytes, Drive | None]:
+        """The answer line, and for a usb-mount the drive now mounted (its fd to send)."""
         try:
             request = verbs.parse(raw.strip())
             if not verbs.allowed(caller, request.verb, self.net.helper):
                 raise Refused(f"caller may not call {request.verb}")
         except Refused as exc:
             self._log_once(caller, exc.reason)
-            return verbs.error(exc.reason)
+            return verbs.error(exc.reason), None
         try:
-            with self.lock:
-                return verbs.ok(self.dispatch(request))
+            with self.usb_lock if request.verb in USB_VERBS else self.lock:
+                if request.verb == "usb-mount":
+                    if not fd_passing:
+                        raise Refused("usb-mount needs a connection that can take an fd")
+                    drive = self.usb_mount(request.args["device"], caller)
+                    return verbs.ok({"device": drive.device, "filesystem": drive.filesystem,
+                                     "serial": drive.serial}), drive
+                return verbs.ok(self.dispatch(request)), None
         except Refused as exc:
-            return verbs.error(exc.reason)
+            return verbs.error(exc.reason), None
         except (nft.NftError, OSError) as exc:
             log.error("%s failed: %s", request.verb, exc)
-            return verbs.error(f"{request.verb} failed: {exc}")
+            return verbs.error(f"{request.verb} failed: {exc}"), None
 
     def _log_once(self, caller: Caller, reason: str) -> None:
         key = (caller.uid, caller.unit, reason)
@@ -200,7 +251,64 @@ class Helper:
             return self.dns_fallback(self.held)
         if request.verb == "dns-sets":
             return self.load_sets(force=True)
+        if request.verb == "usb-unmount":
+            if self.drive is None:
+                raise Refused("usb-unmount: no USB drive is mounted")
+            return {"unmounted": self._release(self.drive.serial)}
         return self.dns_reload()
+
+    # -- USB drives (usb-mount / usb-unmount) ---------------------------------------------------
+    def usb_mount(self, argument: str, caller: Caller) -> Drive:
+        """Check and mount `argument` for `caller` (see the module docstring); under usb_lock."""
+        if self.drive is not None:
+            raise Refused(f"usb-mount: {self.drive.device} is mounted already (for pid "
+                          f"{self.drive.pid}); one drive at a time, usb-unmount first")
+        try:
+            device = usb.inspect(usb.resolve(argument, self.net.helper.usb_devices))
+            mounts = usb.mounted_numbers(Path("/proc/self/mountinfo").read_text())
+            why = usb.problem(device, self.net.helper.usb_devices, mounts, usb.root_disk())
+            if why is not None:
+                raise usb.UsbError(why)
+            self.usb_dir.mkdir(mode=0o700, exist_ok=True)
+            gid = caller.gid if caller.gid is not None else caller.uid
+            fstype = usb.mount(device.path, self.usb_dir, caller.uid, gid)
+        except usb.UsbError as exc:
+            raise Refused(f"usb-mount: {exc}") from None
+        try:
+            fd = os.open(self.usb_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            usb.unmount(self.usb_dir)
+            raise
+        self.drives += 1
+        self.drive = Drive(self.drives, device.path, fstype, caller.pid, fd)
+        log.info("USB drive %s (%s) mounted read-only for pid %d (uid %d)", device.path, fstype,
+                 caller.pid, caller.uid)
+        return self.drive
+
+    def release_drive(self, serial: int | None = None) -> str | None:
+        """Unmount the drive (only if it is still mount `serial`, when given); its device, or
+        None if that mount was gone already."""
+        with self.usb_lock:
+            return self._release(serial)
+
+    def _release(self, serial: int | None) -> str | None:
+        drive = self.drive
+        if drive is None or (serial is not None and drive.serial != serial):
+            return None
+        self.drive = None
+        usb.unmount(self.usb_dir)
+        log.info("USB drive %s unmounted", drive.device)
+        return drive.device
+
+    def _clear_leftover_mounts(self) -> None:
+        # Without PrivateMounts= (tests, a hand-started helper) a killed helper's mount outlives it.
+        try:
+            points = usb.mount_points_under(Path("/proc/self/mountinfo").read_text(), str(self.usb_dir))
+            for point in points:
+                usb.unmount(Path(point))
+                log.warning("unmounted a leftover USB mount at %s", point)
+        except OSError as exc:
+            log.error("could not clear leftover USB mounts under %s: %s", self.usb_dir, exc)
 
     # -- verbs ----------------------------------------------------------------------------------
     def _classroom(self, ip: str) -> bool:
@@ -430,12 +538,12 @@ class Helper:
 
 def peer(sock: socket.socket) -> Caller:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, _gid = struct.unpack("3i", creds)
+    pid, uid, gid = struct.unpack("3i", creds)
     try:
         unit = verbs.unit_of(Path(f"/proc/{pid}/cgroup").read_text())
     except OSError:
         unit = None
-    return Caller(pid, uid, unit)
+    return Caller(pid, uid, unit, gid)
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -447,7 +555,29 @@ class _Handler(socketserver.StreamRequestHandler):
             raw = self.rfile.readline(verbs.MAX_REQUEST + 1)
         except OSError:
             return
-        self.wfile.write(self.server.helper.handle(raw, peer(self.connection)))
+        helper = self.server.helper
+        data, drive = helper.answer(raw, peer(self.connection))
+        if drive is None:
+            self.wfile.write(data)
+            return
+        try:
+            try:
+                socket.send_fds(self.connection, [data], [drive.fd])
+            finally:
+                os.close(drive.fd)  # the caller's copy keeps the root open, not ours
+            # Held until the caller sends a line (answered) or hangs up: either ends the mount.
+            self.connection.settimeout(None)
+            line = self.rfile.readline(verbs.MAX_REQUEST + 1)
+        except OSError:
+            line = b""
+        try:
+            released = helper.release_drive(drive.serial)
+        except OSError as exc:
+            log.error("unmounting %s failed: %s", drive.device, exc)
+            released = None
+        if line:
+            with contextlib.suppress(OSError):
+                self.wfile.write(verbs.ok({"unmounted": released}))
 
 
 class _Server(socketserver.ThreadingUnixStreamServer):
@@ -492,3 +622,7 @@ def serve(cfg: Config, stop: threading.Event) -> None:
         server.shutdown()
         server.server_close()
         path.unlink(missing_ok=True)
+        try:
+            helper.release_drive()
+        except OSError as exc:
+            log.error("unmounting the USB drive failed: %s", exc)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance.config import MAC_PATTERN, HelperSection
+from appliance.network import usb
 
 MAX_REQUEST = 4096
 
@@ -35,6 +36,10 @@ VERBS: dict[str, tuple[tuple[str, ...], str]] = {
     "close-service": (("from_mac", "to_mac"), "close_service"),
     "dns-fallback": (("state",), "dns_fallback"),
     "dns-sets": ((), "dns_sets"),
+    # The answer to usb-mount carries a directory fd (SCM_RIGHTS); the mount lasts until the
+    # caller hangs up or anyone allowed calls usb-unmount (see helperd).
+    "usb-mount": (("device",), "usb_mount"),
+    "usb-unmount": ((), "usb_unmount"),
 }
 # open-service: at most this many port entries, and seconds within these bounds (the caller
 # renews; the kernel drops an opening nobody renewed).
@@ -66,6 +71,7 @@ class Caller:
     pid: int
     uid: int
     unit: str | None
+    gid: int | None = None
 
 
 def parse(raw: bytes) -> Request:
@@ -113,6 +119,11 @@ def _check_arg(verb: str, name: str, value: str) -> str:
         if value not in FALLBACK_STATES:
             raise Refused(f"{verb}: state is on or off")
         return value
+    if name == "device":
+        try:
+            return usb.check_argument(value)
+        except usb.UsbError as exc:
+            raise Refused(f"{verb}: {exc}") from None
     raise Refused(f"{verb}: unknown argument")  # pragma: no cover - VERBS lists every argument
 
 

@@ -278,7 +278,9 @@ STRINGS = ["https://moodle.example/school",
            # what [filter] keys accept: a time zone, times of day, days, host:port, MACs and IP
            # addresses (two in a row: arrays are tried as neighbouring pairs), an IP range
            "Europe/Paris", "10:30", "11:45", "mon,wed", "127.0.0.1:53", "02:00:00:00:00:0a",
-           "02:00:00:00:00:0b", "192.0.2.1", "2001:db8::1", "10.0.0.0/24"]
+           "02:00:00:00:00:0b", "192.0.2.1", "2001:db8::1", "10.0.0.0/24",
+           # [network.helper] usb_devices: globs of block device paths
+           "/dev/sd[b-z]1", "/dev/sdb"]
 
 
 def _candidates(hint, default):
