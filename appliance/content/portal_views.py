@@ -109,7 +109,8 @@ def search_page() -> Any:
     query = _query()
     store = _store()
     listed = library.items(store.db)
-    hits = library.search_all(store, _cache(), query, listed=listed) if query and store.present() else []
+    present = store.present()
+    hits = library.search_all(store, _cache(), query, listed=listed) if query and present else []
     hits = [h for h in hits if _may_see(h)]
     titles = {i.name: i.title for i in listed}
     for source in {h.source for h in hits} - {"zim", "pack"}:
@@ -117,8 +118,7 @@ def search_page() -> Any:
     return render_template(
         "library/search.html", title=cfg.portal.title, building=cfg.appliance.name or cfg.appliance.id,
         query=query, hits=hits, hit_url=functools.partial(hit_url, base=archive_base()), titles=titles,
-        marked=search.highlight_html,
-        missing=store.missing())
+        marked=search.highlight_html, missing=not present and store.missing())
 
 
 @bp.get("/suggest")
