@@ -202,7 +202,8 @@ class _Text(html.parser.HTMLParser):
 
 
 def html_text(data: bytes) -> tuple[str, str]:
-    """(title, text) of an HTML page, scripts and styles left out."""
+    """(title, text) of an HTML page, scripts and styles left out, both `search.spaced` (every
+    run of white space one space: snippets are cut from the text as it is)."""
     parser = _Text()
     parser.feed(data.decode("utf-8", "replace"))
     return " ".join(parser.title.split()), " ".join(" ".join(parser.parts).split())
@@ -400,8 +401,7 @@ def usage_bytes(store: ContentStore) -> int:
 
 # -- search across everything -----------------------------------------------------------------
 def _entry_text(entry: Any) -> str:
-    # Spaced once here, not in every snippet cut from the cached text.
-    return search.spaced(html_text(bytes(entry.get_item().content))[1])
+    return html_text(bytes(entry.get_item().content))[1]
 
 
 def search_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *,

@@ -87,3 +87,9 @@ def test_highlight_html_is_the_markup_a_template_writes_for_highlight():
     # Spaced text is cut the same whether the snippet spaces it or was told it is spaced.
     text = "Intro.\n\n  " * 40 + "The   water\tcycle."
     assert search.snippet(search.spaced(text), "water", is_spaced=True) == search.snippet(text, "water")
+    # The archive search cuts snippets from html_text's text as it is (is_spaced=True).
+    from appliance.content.library import html_text
+
+    page = b"<html><title> A\n title </title><p>One\n\n  two</p>\t<p>three <b>four</b></p></html>"
+    title, body = html_text(page)
+    assert body == search.spaced(body) and "two" in body and title == search.spaced(title)
