@@ -120,9 +120,6 @@ class PortalSection:
     # workers take connections unevenly: 64 per worker serve 64 streams at once whatever the split
     # (threads start when needed; an idle one costs no memory).
     threads: int = field(default=64, metadata=rule(_positive))
-    # Threads of a worker inside the app at once (`webserver.Slots`): the others wait their turn
-    # instead of contending for the GIL (bench/portal.py: article p99 ~200 ms with 32, ~50 with 4).
-    busy_threads: int = field(default=4, metadata=rule(_positive))
     title: str = field(default="Classroom library", metadata=rule(_nonempty))
     # HTTPS listener of the same process, served only with [network] tls_cert and tls_key.
     https_port: int = field(default=443, metadata=rule(_port))

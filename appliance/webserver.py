@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import ssl
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,25 +84,6 @@ class SchemeByPort:
             environ["wsgi.url_scheme"] = "https"
         result: Iterable[bytes] = self.app(environ, start_response)
         return result
-
-
-class Slots:
-    """WSGI middleware: at most `slots` requests of this worker inside `app` at once; the others
-    wait on a lock, not for the GIL. A body the app hands back (a file for sendfile, a stream)
-    is sent after the slot is given back, so a playing video holds a thread but no slot.
-
-    Why: gunicorn's threads all run the app under one GIL; with 32 of them busy at once on one
-    core, the GIL's hand-overs are unfair and the slowest request waits for dozens of others
-    (`bench/portal.py`: article p99 about 200 ms with 32 threads in the app, about 50 ms with
-    4), while threads beyond the slots stay cheap (one per open stream)."""
-
-    def __init__(self, app: Callable[..., Any], slots: int) -> None:
-        self.app = app
-        self._slots = threading.BoundedSemaphore(slots)
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        with self._slots:
-            return self.app(environ, start_response)
 
 
 class _Server(BaseApplication):  # type: ignore[misc]

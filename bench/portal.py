@@ -2,8 +2,8 @@
 
 Both servers serve the same archive (default: the Ray Charles mini archive of ../shared/data/zim):
 
-- us: `appliance portal` in its production configuration (gunicorn, `[portal] workers`,
-  `threads` and `busy_threads` at their defaults), the archive added with `appliance content add`'s function;
+- us: `appliance portal` in its production configuration (gunicorn, `[portal] workers` and
+  `threads` at their defaults), the archive added with `appliance content add`'s function;
   articles and images from the archive origin (`[content] archive_port`), searches from the
   portal's `/search` page (the real templates and translations);
 - peer: Debian's kiwix-serve (`kiwix-tools`), URLs `/<book>/<path>` and
@@ -288,8 +288,6 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--workers", type=int, help="[portal] workers (default: the production default)")
     parser.add_argument("--threads", type=int, help="[portal] threads (default: the production default)")
-    parser.add_argument("--busy-threads", type=int,
-                        help="[portal] busy_threads (default: the production default)")
     parser.add_argument("--streams", type=int, default=64, help="concurrent Range streams (0: skip)")
     parser.add_argument("--stream-mb", type=int, default=200, help="size of the streamed entry")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
@@ -305,8 +303,7 @@ def main() -> None:
     results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-portal-") as name:
         tmp = Path(name)
-        web = {k: v for k, v in (("workers", args.workers), ("threads", args.threads),
-                                 ("busy_threads", args.busy_threads)) if v}
+        web = {k: v for k, v in (("workers", args.workers), ("threads", args.threads)) if v}
         proc, portal, archive, prefix = start_ours(tmp, args.zim, web)
         try:
             check(archive, prefix + article)

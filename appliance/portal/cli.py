@@ -18,11 +18,10 @@ def portal(cfg: Config) -> None:
     tls_key, the portal over HTTPS on [portal] https_port."""
     from appliance.content.origin import Dispatch, create_archive_app
     from appliance.portal.app import create_app
-    from appliance.webserver import TLS, Slots, serve_app
+    from appliance.webserver import TLS, serve_app
 
-    def factory() -> Slots:
-        return Slots(Dispatch(create_app(cfg), create_archive_app(cfg), cfg.content.archive_port),
-                     cfg.portal.busy_threads)
+    def factory() -> Dispatch:
+        return Dispatch(create_app(cfg), create_archive_app(cfg), cfg.content.archive_port)
 
     net = cfg.network
     tls = None
