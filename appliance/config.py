@@ -116,8 +116,10 @@ class PortalSection:
     listen: str = field(default="0.0.0.0", metadata=rule(_nonempty))  # noqa: S104 - students reach it
     port: int = field(default=80, metadata=rule(_port))
     workers: int = field(default=2, metadata=rule(_positive))
-    # A video or audio stream from the library holds a thread while it plays: 2 x 32 is 64.
-    threads: int = field(default=32, metadata=rule(_positive))
+    # A video or audio stream from the library holds a thread while it plays, and gunicorn's
+    # workers take connections unevenly: 64 per worker serve 64 streams at once whatever the split
+    # (threads start when needed; an idle one costs no memory).
+    threads: int = field(default=64, metadata=rule(_positive))
     title: str = field(default="Classroom library", metadata=rule(_nonempty))
     # HTTPS listener of the same process, served only with [network] tls_cert and tls_key.
     https_port: int = field(default=443, metadata=rule(_port))

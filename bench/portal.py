@@ -13,7 +13,9 @@ Both servers serve the same archive (default: the Ray Charles mini archive of ..
 Each server is pinned to core 0 (`taskset`), wrk to core 1, 64 connections, one at a time. Three
 mixes: one article page, one image, and full-text searches cycling through at least 1,000
 distinct one-word queries taken from the archive's text (each has results in both servers).
-Prints requests/s, latency percentiles and our/kiwix ratios. Needs `wrk` and `kiwix-serve`
+Prints requests/s, latency percentiles, each server's CPU time per request (the servers' own
+user + system time over the requests served: other load on a shared machine moves it much less
+than requests/s) and our/kiwix ratios of both. Needs `wrk` and `kiwix-serve`
 (`scripts/install --bench`). Then 64 clients stream a 200 MB video entry with `Range` from
 random offsets at about 1 MB/s each, and the portal's memory is sampled. Run:
 
@@ -119,7 +121,33 @@ def parse_wrk(out: str) -> dict[str, float]:
     return figures
 
 
-def wrk(base: str, paths: list[str], args: argparse.Namespace, tmp: Path) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) of a process and its children (gunicorn's workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    pids = [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except (OSError, IndexError, ValueError):
+            continue
+        pids += [int(c) for c in children]
+    return total / tick
+
+
+def wrk(base: str, paths: list[str], args: argparse.Namespace, tmp: Path, pid: int) -> dict[str, float]:
+    """wrk's figures, and `cpu_ms`: the server's CPU time per request (process `pid` and its
+    children), which other load on the machine moves much less than requests/s."""
+    before = cpu_seconds(pid)
+    figures = _wrk(base, paths, args, tmp)
+    figures["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / max(figures["requests"], 1.0)
+    return figures
+
+
+def _wrk(base: str, paths: list[str], args: argparse.Namespace, tmp: Path) -> dict[str, float]:
     listing = tmp / "paths.txt"
     listing.write_text("".join(p + "\n" for p in paths))
     script = tmp / "paths.lua"
@@ -282,9 +310,10 @@ def main() -> None:
             check(portal, "/search?q=" + urllib.parse.quote(words[0]), b'class="snippet"')
             mem_idle = rss_mb(proc.pid)
             results["ours"] = {
-                "article": wrk(archive, [prefix + urllib.parse.quote(article)], args, tmp),
-                "image": wrk(archive, [prefix + urllib.parse.quote(image)], args, tmp),
-                "search": wrk(portal, ["/search?q=" + urllib.parse.quote(w) for w in words], args, tmp),
+                "article": wrk(archive, [prefix + urllib.parse.quote(article)], args, tmp, proc.pid),
+                "image": wrk(archive, [prefix + urllib.parse.quote(image)], args, tmp, proc.pid),
+                "search": wrk(portal, ["/search?q=" + urllib.parse.quote(w) for w in words], args, tmp,
+                              proc.pid),
             }
             results["ours"]["memory"] = {"idle_mb": mem_idle, "after_mb": rss_mb(proc.pid),
                                          "idle_pss_mb": pss_mb(proc.pid)}
@@ -305,9 +334,9 @@ def main() -> None:
             search = f"/search?content={book}&pageLength=10&pattern="
             check(base, search + urllib.parse.quote(words[0]), b"<cite>")
             results["kiwix"] = {
-                "article": wrk(base, [kprefix + urllib.parse.quote(article)], args, tmp),
-                "image": wrk(base, [kprefix + urllib.parse.quote(image)], args, tmp),
-                "search": wrk(base, [search + urllib.parse.quote(w) for w in words], args, tmp),
+                "article": wrk(base, [kprefix + urllib.parse.quote(article)], args, tmp, proc.pid),
+                "image": wrk(base, [kprefix + urllib.parse.quote(image)], args, tmp, proc.pid),
+                "search": wrk(base, [search + urllib.parse.quote(w) for w in words], args, tmp, proc.pid),
             }
             results["kiwix"]["memory"] = {"after_mb": rss_mb(proc.pid)}
         finally:
@@ -317,13 +346,16 @@ def main() -> None:
     print(f"{platform.node()} {platform.machine()} {os.cpu_count()} cores, {when}")
     print(f"archive {args.zim.name}; article {article}, image {image}, {len(words)} distinct queries; "
           f"{args.connections} connections, {args.seconds} s each")
-    print(f"{'':8} {'server':6} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"{'':8} {'server':6} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7} "
+          f"{'cpu ms/req':>10}")
     for mix in ("article", "image", "search"):
         for server in ("ours", "kiwix"):
             f = results[server][mix]
             print(f"{mix:8} {server:6} {f['rps']:9.0f} {f['p50_ms']:8.2f} {f['p90_ms']:8.2f} "
-                  f"{f['p99_ms']:8.2f} {f['errors'] + f['socket_errors']:7.0f}")
-        print(f"{mix:8} ratio  {results['ours'][mix]['rps'] / results['kiwix'][mix]['rps']:9.2f}x")
+                  f"{f['p99_ms']:8.2f} {f['errors'] + f['socket_errors']:7.0f} {f['cpu_ms']:10.3f}")
+        # Requests per CPU second, ours over kiwix's: what one core would serve, less moved by load.
+        print(f"{mix:8} ratio  {results['ours'][mix]['rps'] / results['kiwix'][mix]['rps']:9.2f}x "
+              f"(per CPU second: {results['kiwix'][mix]['cpu_ms'] / results['ours'][mix]['cpu_ms']:.2f}x)")
     ours, kiwix = results["ours"]["memory"], results["kiwix"]["memory"]
     print(f"resident: ours {ours['idle_mb']:.0f} MB idle, {ours['after_mb']:.0f} MB after; "
           f"kiwix {kiwix['after_mb']:.0f} MB")

@@ -15,7 +15,7 @@ import mimetypes
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,7 +202,8 @@ class _Text(html.parser.HTMLParser):
 
 
 def html_text(data: bytes) -> tuple[str, str]:
-    """(title, text) of an HTML page, scripts and styles left out."""
+    """(title, text) of an HTML page, scripts and styles left out, both `search.spaced` (every
+    run of white space one space: snippets are cut from the text as it is)."""
     parser = _Text()
     parser.feed(data.decode("utf-8", "replace"))
     return " ".join(parser.title.split()), " ".join(" ".join(parser.parts).split())
@@ -404,11 +405,14 @@ def _entry_text(entry: Any) -> str:
 
 
 def search_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *,
-               limit: int = 20) -> list[search.Hit]:
-    """Our FTS index plus every archive's own full-text index, merged (see `search.merge`)."""
+               limit: int = 20, listed: Sequence[Item] | None = None) -> list[search.Hit]:
+    """Our FTS index plus every archive's own full-text index, merged (see `search.merge`).
+    `listed`: `items(store.db)` when the caller has it already (those not `ok` are skipped)."""
     lists = [search.search(store.db, query, limit=limit)]
-    for item in items(store.db, only_ok=True):
-        if item.kind != "zim" or not item.sha256 or not store.present():
+    if not store.present():
+        return search.merge(lists, limit)
+    for item in items(store.db, only_ok=True) if listed is None else listed:
+        if item.kind != "zim" or not item.sha256 or item.state != "ok":
             continue
         try:
             archive = cache.get(item.sha256, store.path(item.sha256))
@@ -420,7 +424,8 @@ def search_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *,
                 entry = archive.get_entry_by_path(path)
                 text = "" if entry.is_redirect else cache.text(
                     item.sha256, path, functools.partial(_entry_text, entry))
-                hits.append(search.Hit("zim", item.name, path, entry.title, search.snippet(text, query)))
+                hits.append(search.Hit("zim", item.name, path, entry.title,
+                                       search.snippet(text, query, is_spaced=True)))
             lists.append(hits)
         except (RuntimeError, zim.ZimError):
             continue

@@ -34,6 +34,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from flask import Flask, current_app, redirect, request
 from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.http import parse_range_header
 from werkzeug.wrappers import Response
 
 from appliance.config import Config
@@ -102,10 +103,12 @@ class Origin:
 
 class FastEntries:
     """The archive origin's hot path, in front of its Flask app: a plain GET or HEAD of an
-    archive entry (`/content/<item>/<path>`, no query, no Range, no validator) answered
-    straight from libzim, or from the archive file for a large uncompressed entry (with
-    gunicorn's `wsgi.file_wrapper`: sendfile). Everything else (redirects, misses, 304, 206,
-    packs) goes to the Flask app, which answers the same request the same way; measured in
+    archive entry (`/content/<item>/<path>`, no query, no validator) answered straight from
+    libzim, or from the archive file for a large uncompressed entry (with gunicorn's
+    `wsgi.file_wrapper`: sendfile), and a GET of one satisfiable byte range of such a large
+    entry (206, sendfile from the range's place: a playing video costs no Python work per
+    chunk and no buffer). Everything else (redirects, misses, 304, other ranges, 416, packs)
+    goes to the Flask app, which answers the same request the same way; measured in
     `bench/portal.py` (Flask's request and response objects cost more than the libzim read).
 
     The item is looked up once per change of the database (`PRAGMA data_version` moves when
@@ -144,9 +147,11 @@ class FastEntries:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         method = environ.get("REQUEST_METHOD")
         raw = environ.get("PATH_INFO", "")
+        ranged = "HTTP_RANGE" in environ
         if (method not in ("GET", "HEAD") or not raw.startswith("/content/") or environ.get("QUERY_STRING")
-                or "HTTP_RANGE" in environ or "HTTP_IF_NONE_MATCH" in environ
-                or "HTTP_IF_MODIFIED_SINCE" in environ):
+                or "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ
+                or (ranged and (method != "GET" or "HTTP_IF_RANGE" in environ
+                                or "wsgi.file_wrapper" not in environ))):
             return self.app(environ, start_response)
         try:
             # WSGI carries the path's bytes as latin-1; Flask decodes them as UTF-8, so do we.
@@ -164,14 +169,26 @@ class FastEntries:
             body = _entry_body(self.origin, sha, entry, zitem) if method == "GET" else None
         except (UnicodeError, RuntimeError, zim.ZimError):
             return self.app(environ, start_response)
+        status, length = "200 OK", size
+        extra: tuple[tuple[str, str], ...] = ()
+        if ranged:
+            span = _one_range(environ["HTTP_RANGE"], size) if isinstance(body, _FileSlice) else None
+            if span is None:
+                if isinstance(body, _FileSlice):
+                    body.close()
+                return self.app(environ, start_response)
+            assert isinstance(body, _FileSlice)
+            body.seek(span[0])
+            status, length = "206 Partial Content", span[1] - span[0]
+            extra = (("Content-Range", f"bytes {span[0]}-{span[1] - 1}/{size}"),)
         if mimetype.startswith("text/") and "charset" not in mimetype:
             mimetype += "; charset=utf-8"
-        if method == "GET" and mimetype.startswith("text/html"):
+        if method == "GET" and mimetype.startswith("text/html") and not ranged:
             self.origin.usage.count(item.name)
-        start_response("200 OK", [
-            ("Content-Type", mimetype), ("Content-Length", str(size)),
+        start_response(status, [
+            ("Content-Type", mimetype), ("Content-Length", str(length)),
             ("ETag", f'"{sha[:20]}-{entry._index}"'), ("Cache-Control", CACHE),
-            ("Accept-Ranges", "bytes"), *HEADERS])
+            ("Accept-Ranges", "bytes"), *extra, *HEADERS])
         if body is None:
             return []
         if isinstance(body, _FileSlice) and "wsgi.file_wrapper" in environ:
@@ -179,6 +196,13 @@ class FastEntries:
         if isinstance(body, _MemoryBody) and size <= FILE_SLICE_MIN:
             return [bytes(body.data)]
         return body
+
+
+def _one_range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, stop) of a `Range` header that asks for one satisfiable range of `size` bytes,
+    else None (several ranges, a bad or unsatisfiable one: the Flask app answers those)."""
+    parsed = parse_range_header(header)
+    return parsed.range_for_length(size) if parsed is not None else None
 
 
 def create_archive_app(config: Config) -> Flask:

@@ -8,6 +8,7 @@ these pages keep the portal's strict Content-Security-Policy.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 from urllib.parse import quote
@@ -67,11 +68,12 @@ def item_url(item: library.Item) -> str:
     return f"{archive_base()}/pack/{quote(item.name)}/{quote(item.index_page, safe='/')}"
 
 
-def hit_url(hit: search.Hit) -> str:
+def hit_url(hit: search.Hit, base: str | None = None) -> str:
+    """Where a hit opens; `base`: `archive_base()` when the caller has it already."""
     if hit.source not in ("zim", "pack"):
         return hit.path  # another capability's page on this portal (the Moodle mirror's)
     prefix = "content" if hit.source == "zim" else "pack"
-    return f"{archive_base()}/{prefix}/{quote(hit.item)}/{quote(hit.path, safe='/')}"
+    return f"{base or archive_base()}/{prefix}/{quote(hit.item)}/{quote(hit.path, safe='/')}"
 
 
 def _may_see(hit: search.Hit) -> bool:
@@ -106,15 +108,17 @@ def search_page() -> Any:
     cfg = _config()
     query = _query()
     store = _store()
-    hits = library.search_all(store, _cache(), query) if query and store.present() else []
+    listed = library.items(store.db)
+    present = store.present()
+    hits = library.search_all(store, _cache(), query, listed=listed) if query and present else []
     hits = [h for h in hits if _may_see(h)]
-    titles = {i.name: i.title for i in library.items(store.db)}
+    titles = {i.name: i.title for i in listed}
     for source in {h.source for h in hits} - {"zim", "pack"}:
         titles.update(search.item_titles(store.db, source, [h.item for h in hits if h.source == source]))
     return render_template(
         "library/search.html", title=cfg.portal.title, building=cfg.appliance.name or cfg.appliance.id,
-        query=query, hits=hits, hit_url=hit_url, titles=titles, highlight=search.highlight,
-        missing=store.missing())
+        query=query, hits=hits, hit_url=functools.partial(hit_url, base=archive_base()), titles=titles,
+        marked=search.highlight_html, missing=not present and store.missing())
 
 
 @bp.get("/suggest")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import snowballstemmer
 import sqlite_utils
+from markupsafe import Markup, escape
 
 from appliance.store import transaction
 
@@ -120,11 +121,18 @@ def _candidates(wanted: frozenset[str]) -> re.Pattern[str]:
     return re.compile(rf"\b(?:{alternatives})\w*", re.IGNORECASE)
 
 
-def snippet(text: str, query: str, width: int = 160) -> str:
+def spaced(text: str) -> str:
+    """`text` with every run of white space one space, none at the ends (what `snippet` cuts)."""
+    return " ".join(text.split())
+
+
+def snippet(text: str, query: str, width: int = 160, *, is_spaced: bool = False) -> str:
     """About `width` characters of `text` around the first word whose stem matches the query
-    (found among the words that begin with a stem; when none does, every word is stemmed)."""
+    (found among the words that begin with a stem; when none does, every word is stemmed).
+    `is_spaced`: `text` is already `spaced(...)` (a cached article's text), so it is not again."""
     wanted = frozenset(stem(w) for w in words(query))
-    text = " ".join(text.split())
+    if not is_spaced:
+        text = spaced(text)
     found = None
     if wanted:
         found = next((m for m in _candidates(wanted).finditer(text) if stem(m.group()) in wanted), None)
@@ -154,6 +162,31 @@ def highlight(text: str, query: str) -> list[tuple[str, bool]]:
     if pos < len(text):
         out.append((text[pos:], False))
     return out
+
+
+def highlight_html(text: str, query: str) -> Markup:
+    """`highlight` as HTML: the text escaped as Jinja escapes it, the matching words in `<mark>`
+    (the same markup a template looping over `highlight` writes, built in one pass instead of
+    one template step and one Markup object per piece)."""
+    wanted = {stem(w) for w in words(query)}
+    out: list[str] = []
+    pos = 0
+    for match in WORD.finditer(text):
+        word = match.group()
+        if stem(word) in wanted:
+            # A word (\w+) has nothing to escape.
+            out += [_escape(text[pos:match.start()]), "<mark>", word, "</mark>"]
+            pos = match.end()
+    out.append(_escape(text[pos:]))
+    return Markup("".join(out))  # noqa: S704 - every piece of text is escaped above
+
+
+_SPECIAL = re.compile(r"[&<>'\"]")
+
+
+def _escape(text: str) -> str:
+    """markupsafe's escaping (the same entities), for plain text that mostly has nothing to escape."""
+    return str(escape(text)) if _SPECIAL.search(text) else text
 
 
 def index_document(db: sqlite_utils.Database, source: str, item: str, path: str, title: str,

@@ -244,4 +244,18 @@ def test_a_large_entry_is_sent_whole_and_in_ranges_by_the_real_server(library_po
         conn.request("GET", "/content/film/film.webm")
         answer = conn.getresponse()
         assert answer.status == 200 and answer.read() == FILM
+    # A range is sent the same way (the fast path: sendfile from the range's place), exactly its
+    # bytes, also twice on one connection; a suffix range and an unsatisfiable one too.
+    for start in (1_234_567, 7):
+        conn.request("GET", "/content/film/film.webm", headers={"Range": f"bytes={start}-"})
+        answer = conn.getresponse()
+        assert answer.status == 206 and answer.read() == FILM[start:]
+        assert answer.headers["Content-Range"] == f"bytes {start}-{len(FILM) - 1}/{len(FILM)}"
+    conn.request("GET", "/content/film/film.webm", headers={"Range": "bytes=-5"})
+    answer = conn.getresponse()
+    assert answer.status == 206 and answer.read() == FILM[-5:]
+    conn.request("GET", "/content/film/film.webm", headers={"Range": f"bytes={len(FILM)}-"})
+    answer = conn.getresponse()
+    assert answer.status == 416 and answer.headers["Content-Range"] == f"bytes */{len(FILM)}"
+    answer.read()
     conn.close()

@@ -68,3 +68,28 @@ def test_article_texts_are_cached_per_archive_and_bounded():
     assert cache.text("d" * 64, "A/z", extract("x" * 11)) == "x" * 11  # too big to keep
     assert cache.text("d" * 64, "A/z", extract("y")) == "y"
     assert calls == ["12345", "abcde", "zz", "again", "x" * 11, "y"]
+
+
+def test_highlight_html_is_the_markup_a_template_writes_for_highlight():
+    """The search page's snippets: every piece escaped as Jinja escapes it (markupsafe's
+    entities), the matching words in <mark>, the same bytes as a loop over `highlight`."""
+    from jinja2 import Environment
+
+    loop = Environment(autoescape=True).from_string(
+        "{% for piece, match in pieces %}{% if match %}<mark>{{ piece }}</mark>"
+        "{% else %}{{ piece }}{% endif %}{% endfor %}")
+    cases = [("a <b> & \"q\" 's' waters; Water&waters <i>", "water"),
+             ("Вода & <воды> движется", "вода"), ("no match <here>", "zebra"), ("", "water"),
+             ("happy &amp; happily", "happiness")]
+    for text, query in cases:
+        assert str(search.highlight_html(text, query)) == loop.render(pieces=search.highlight(text, query))
+    assert str(search.highlight_html("x <y> water", "waters")) == "x &lt;y&gt; <mark>water</mark>"
+    # Spaced text is cut the same whether the snippet spaces it or was told it is spaced.
+    text = "Intro.\n\n  " * 40 + "The   water\tcycle."
+    assert search.snippet(search.spaced(text), "water", is_spaced=True) == search.snippet(text, "water")
+    # The archive search cuts snippets from html_text's text as it is (is_spaced=True).
+    from appliance.content.library import html_text
+
+    page = b"<html><title> A\n title </title><p>One\n\n  two</p>\t<p>three <b>four</b></p></html>"
+    title, body = html_text(page)
+    assert body == search.spaced(body) and "two" in body and title == search.spaced(title)
