@@ -283,6 +283,10 @@ def configure_interface(cfg: Config) -> None:
     net = cfg.network
     subprocess.run(["ip", "addr", "replace", net.ipv4, "dev", net.interface], check=True,
                    capture_output=True, timeout=10)
+    # hostapd brings the radio up itself; an external access point's wired port has nobody
+    # else to do it (ifupdown knows only the uplink).
+    subprocess.run(["ip", "link", "set", net.interface, "up"], check=True, capture_output=True,
+                   timeout=10)
     if net.ipv6:
         subprocess.run(["ip", "addr", "replace", net.ipv6, "dev", net.interface, "nodad"],
                        check=True, capture_output=True, timeout=10)
@@ -334,6 +338,38 @@ def apply(cfg: Config, runner: Runner | None = None) -> Applied:
     except (OSError, subprocess.SubprocessError, nft.NftError) as exc:
         _roll_back(cfg, directory, old, live, runner)
         raise ConfigError(directory, "network", f"apply failed and was rolled back: {exc}") from None
+    return done
+
+
+def up(cfg: Config) -> Applied:
+    """Bring the classroom network up at boot: what `apply` does, without restarting anything.
+
+    Run by the helper's unit before the helper starts (ExecStartPre, with the helper's user and
+    its one capability), which systemd orders before dnsmasq and hostapd: the files are rendered
+    from appliance.toml (after a first boot wrote it, or a change), the classroom addresses and
+    forwarding set, and the ruleset loaded with the members of any live sets kept. Nothing here
+    survives a reboot by itself (addresses, sysctls and nftables live in the kernel), so without
+    this step a rebooted Pi has no hotspot. Raises ConfigError naming what failed."""
+    files = prepare(cfg)
+    directory = render.render_dir(cfg)
+    directory.mkdir(parents=True, exist_ok=True)
+    done = Applied()
+    try:
+        for f in files:
+            path = directory / f.name
+            if not path.exists() or path.read_text() != f.text:
+                # Not root, it cannot give hostapd.conf to hostapd's user as `apply` does:
+                # hostapd reads it through its group (`appliance`), like the passphrase file
+                # it comes from, which is the services' user's.
+                mode = 0o640 if f.name == render.HOSTAPD else f.mode
+                write_atomic(path, f.text, mode)
+                done.written.append(f.name)
+        configure_interface(cfg)
+        live = nft.live_elements()
+        done.kept_elements = sum(len(v) for v in live.values())
+        nft.run(next(f.text for f in files if f.name == render.RULESET) + render.restore_elements(live))
+    except (OSError, subprocess.SubprocessError, nft.NftError) as exc:
+        raise ConfigError(directory, "network", f"bringing the network up failed: {exc}") from None
     return done
 
 

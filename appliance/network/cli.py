@@ -82,6 +82,20 @@ def apply_cmd(cfg: Config, out: Output) -> None:
         f"restarted {', '.join(d['restarted']) or 'nothing'}; kept {d['kept_elements']} set members"))
 
 
+@network.command("up")
+@json_option
+@pass_config
+def up_cmd(cfg: Config, out: Output) -> None:
+    """At boot, before dnsmasq and hostapd: render, set the classroom addresses and load the
+    ruleset, restarting nothing (the helper's unit runs it; see docs/network.md)."""
+    from appliance.network import apply
+
+    done = apply.up(cfg)
+    out.emit(dataclasses.asdict(done), lambda d: (
+        f"network up: wrote {', '.join(d['written']) or 'nothing new'}; "
+        f"kept {d['kept_elements']} set members"))
+
+
 @network.command("show")
 @json_option
 @pass_config

@@ -167,7 +167,7 @@ def _write_public(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _give_to_service_user(*paths: Path) -> None:
+def give_to_service_user(*paths: Path) -> None:
     """As root (first boot), hand the files to the agent's user so it can read its key."""
     if os.geteuid() != 0:
         return
@@ -177,6 +177,18 @@ def _give_to_service_user(*paths: Path) -> None:
         return
     for path in paths:
         os.chown(path, user.pw_uid, user.pw_gid)
+
+
+def share_folder_with_service_group(path: Path) -> None:
+    """As root (first boot): `path` becomes root:<services' group>, 0750."""
+    if os.geteuid() != 0:
+        return
+    try:
+        group = pwd.getpwnam(SERVICE_USER).pw_gid
+    except KeyError:
+        return
+    os.chown(path, 0, group)
+    os.chmod(path, 0o750)  # noqa: S103 - group: the services, which read their secrets there
 
 
 def enroll(cfg: Config, console_url: str, token: str, ca_fingerprint: str | None = None,
@@ -203,6 +215,6 @@ def enroll(cfg: Config, console_url: str, token: str, ca_fingerprint: str | None
         serialization.NoEncryption()).decode().strip())
     _write_public(mqtt.cert_file, cert.public_bytes(serialization.Encoding.PEM))
     _write_public(mqtt.ca_file, ca.public_bytes(serialization.Encoding.PEM))
-    _give_to_service_user(mqtt.key_file, mqtt.cert_file)
+    give_to_service_user(mqtt.key_file, mqtt.cert_file)
     return Enrolled(device_id, format(cert.serial_number, "x"), cert.not_valid_after_utc.isoformat(),
                     fingerprint(ca), mqtt.cert_file, mqtt.key_file, mqtt.ca_file)

@@ -22,7 +22,9 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
+import time
 import tomllib
 import urllib.parse
 from dataclasses import dataclass
@@ -40,6 +42,9 @@ FILE_NAME = "firstboot.toml"
 IMAGE_SECTIONS = "image.toml"
 ERROR_FILE = "firstboot-error.txt"
 MQTT_PORT = 8883
+# How long first boot waits for a route to the console before it enrolls anyway (and, if the
+# console is still unreachable, exits 75 to be retried a minute later).
+ROUTE_WAIT = 60.0
 KEYS = ("site", "building", "name", "console_url", "ca_fingerprint", "enrollment_token",
         "uplink", "hotspot")
 UPLINK_KEYS = ("type", "ssid", "passphrase")
@@ -259,6 +264,31 @@ def start_uplink(settings: Settings, root: Path) -> None:
     unit = f"ifup@{UPLINK_INTERFACES[settings.uplink.type]}.service"
     with contextlib.suppress(subprocess.TimeoutExpired):
         subprocess.run(["systemctl", "restart", unit], check=False, capture_output=True, timeout=90)
+    host = urllib.parse.urlsplit(settings.console_url).hostname or ""
+    wait_for_route(host, ROUTE_WAIT)
+
+
+def has_route(host: str, port: int = 443) -> bool:
+    """Whether the kernel has a route to `host` now: connect() of a UDP socket sends nothing,
+    it only picks the route (ENETUNREACH without one). A name that does not resolve yet counts
+    as no route."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError:
+        return False
+    for family, kind, proto, _, address in infos:
+        with contextlib.suppress(OSError), socket.socket(family, kind, proto) as probe:
+            probe.connect(address)
+            return True
+    return False
+
+
+def wait_for_route(host: str, seconds: float) -> None:
+    """Give the uplink's DHCP up to `seconds` to make the console reachable (a Pi's first DHCP
+    answer can come after ifup returned), so enrollment does not wait for the next retry."""
+    deadline = time.monotonic() + seconds
+    while not has_route(host) and time.monotonic() < deadline:
+        time.sleep(1)
 
 
 @dataclass(frozen=True)
@@ -339,7 +369,13 @@ def apply(settings: Settings, boot_dir: Path, etc: Path, root: Path) -> Outcome:
     config_path = etc / "appliance.toml"
     config_module.from_dict(sections, source=config_path)  # our output passes our own checks
     _write_public(config_path, _toml(sections))
-    write_secret(etc / "secrets" / "hotspot-passphrase", settings.hotspot.passphrase)
+    passphrase = etc / "secrets" / "hotspot-passphrase"
+    write_secret(passphrase, settings.hotspot.passphrase)
+    # `appliance network up` (the helper's unit, as the services' user) renders hostapd.conf
+    # from it at every boot: the file is that user's, its folder root's and open to its group,
+    # as the edge role makes them.
+    client.give_to_service_user(passphrase)
+    client.share_folder_with_service_group(passphrase.parent)
     write_uplink(settings, root)
     start_uplink(settings, root)
     ssh = ensure_ssh_host_keys(root)

@@ -39,8 +39,10 @@ def appliance(config: Path, *args: str, stdin: str | None = None) -> subprocess.
 class Site:
     """A console (web + ingest) whose fleet CA signs enrollments, and its TLS broker."""
 
-    def __init__(self, tmp_path: Path, start) -> None:
+    def __init__(self, tmp_path: Path, start, *, broker_names: tuple[str, ...] = (),
+                 offline_after: float = 3.0) -> None:
         self.tmp, self.start = tmp_path, start
+        self.broker_names = ("localhost", "127.0.0.1", *broker_names)
         state = tmp_path / "console" / "state"
         self.pki = state / "pki"
         self.mqtt_port, self.web_port = free_port(), free_port()
@@ -52,7 +54,7 @@ class Site:
                   "cert_file": str(self.pki / f"{INGEST}.crt"),
                   "key_file": str(self.pki / f"{INGEST}.key")},
             console={"listen": "127.0.0.1", "port": self.web_port, "workers": 1,
-                     "cookie_secure": False, "offline_after": 3.0},
+                     "cookie_secure": False, "offline_after": offline_after},
         )
         self.url = f"http://127.0.0.1:{self.web_port}"
         self.broker: Mosquitto | None = None
@@ -67,7 +69,7 @@ class Site:
     def run(self) -> None:
         """Start broker (with the CA's CRL), console web and ingest; the CA must exist."""
         ca = CertificateAuthority.open(self.pki)
-        server = ca.issue("broker", server_names=("localhost", "127.0.0.1"))
+        server = ca.issue("broker", server_names=self.broker_names)
         ca.issue(INGEST)
         self.broker = Mosquitto(
             self.tmp / "broker", port=self.mqtt_port,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.provision.district import ROOT, Secrets
+from tests.integration.provision.district import ROOT
 
 pytestmark = pytest.mark.integration
 SECTOR = 512
@@ -20,15 +20,6 @@ SECTOR = 512
 
 def run(*args: str) -> str:
     return subprocess.run(args, check=True, capture_output=True, text=True, timeout=300).stdout
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory, rootfs_tarball, secrets: Secrets) -> Path:
-    out = tmp_path_factory.mktemp("image")
-    keys = out / "authorized_keys"
-    keys.write_text("\n".join(secrets.values["vault_admin_authorized_keys"]) + "\n")  # type: ignore[arg-type]
-    run(str(ROOT / "image-build/build"), "--arch", "amd64", "--out", str(out), "--authorized-keys", str(keys))
-    return out / "classroom-edge-amd64.img"
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +84,10 @@ def test_fstab_matches_the_filesystems(layout, root_fs):
 
 
 def test_first_boot_files(image, layout):
-    listing = fat(image, layout, "mdir", "-b", "::/")
-    assert "::/firstboot.toml" in listing.split()
+    listing = fat(image, layout, "mdir", "-b", "::/").split()
+    assert "::/firstboot.toml" in listing
+    # Debian's cloud kernel and its initrd, for a VM's direct kernel boot (test_vm_boot.py).
+    assert {"::/vmlinuz", "::/initrd.img"} <= set(listing)
     assert (
         fat(image, layout, "mtype", "::/firstboot.toml")
         == (ROOT / "image-build/firstboot.toml.example").read_text()
@@ -135,3 +128,11 @@ def test_the_image_carries_a_classroom_pi_s_capabilities(root_fs):
     wants = debugfs(root_fs, "ls /etc/systemd/system/multi-user.target.wants")
     for unit in ("appliance-filter.service", "appliance-dnsmasq.service", "appliance-devices.service"):
         assert unit in wants
+
+
+def test_the_image_trusts_the_district_console_ca(root_fs, district_ca):
+    # --console-ca: enrollment checks the console's HTTPS certificate against the system store.
+    installed = debugfs(root_fs, "cat /usr/local/share/ca-certificates/classroom-edge-console.crt")
+    assert installed.strip() == district_ca.ca_file.read_text().strip()
+    bundle = debugfs(root_fs, "cat /etc/ssl/certs/ca-certificates.crt")
+    assert district_ca.ca_file.read_text().strip() in bundle

@@ -304,9 +304,11 @@ def test_edge_network(edge, secrets):
     assert (radio.ssid, radio.country, radio.security, radio.band, radio.channel) == (
         HOTSPOT_SSID, HOTSPOT_COUNTRY, "wpa2", "2.4", 6)
     assert radio.passphrase_file == Path("/" + PASSPHRASE)
-    # The passphrase from the vault, readable by root only, named by the file and never in it.
+    # The passphrase from the vault, readable by the services' user only (`network up` renders
+    # hostapd.conf from it at boot), named by the file and never in it.
     passphrase = str(secrets.values["vault_edge_hotspot_passphrase"])
-    assert owner(tree, "/" + PASSPHRASE) == (0, 0, 0o600)
+    uid, gid = ids(tree, "appliance", "passwd"), ids(tree, "appliance", "group")
+    assert owner(tree, "/" + PASSPHRASE) == (uid, gid, 0o600)
     assert (tree / PASSPHRASE).read_text() == passphrase + "\n"
     assert passphrase not in toml
     assert passphrase not in edge.first.output + edge.second.output

@@ -43,8 +43,12 @@ FLAGGED = {"portal": {"CapabilityBoundingSet=~CAP_NET_(BIND_SERVICE|BROADCAST|RA
                       "AmbientCapabilities="}}
 # The helper also speaks netlink (nftables, conntrack, the neighbour table).
 # So does the filter (`ip -6 neigh`: who is asking over IPv6).
+# unbound lists the interfaces (getifaddrs, over netlink) before it binds, even for addresses:
+# without it, it dies at start with "could not open ports" (seen booting the image in a VM).
 ADDRESS_FAMILIES = {"network-helper": "AF_INET AF_INET6 AF_UNIX AF_NETLINK",
-                    "filter": "AF_INET AF_INET6 AF_UNIX AF_NETLINK"}
+                    "filter": "AF_INET AF_INET6 AF_UNIX AF_NETLINK",
+                    "unbound": "AF_INET AF_INET6 AF_UNIX AF_NETLINK",
+                    "unbound-baseline": "AF_INET AF_INET6 AF_UNIX AF_NETLINK"}
 # System daemons we run with our rendered configuration (the packages' own units are not used:
 # dnsmasq-base ships none, hostapd's reads /etc/hostapd). Never root: each starts as its user
 # with, as ambient capabilities, exactly the network ones it needs (dnsmasq checks for them at
@@ -221,6 +225,10 @@ def test_firstboot_unit(tmp_path):
     assert found["Unit.ConditionPathExists"] == ["/boot/firmware/firstboot.toml"]
     assert found["Service.Type"] == ["oneshot"]
     assert found["Service.NoNewPrivileges"] == ["yes"]
+    # Every unit of a Pi reads the appliance.toml it writes (the console's two are not a Pi's).
+    on_a_pi = {f"appliance-{s}.service" for s in (*SERVICES, *TIMED, *DAEMONS)} - {
+        "appliance-console.service", "appliance-ingest.service"}
+    assert on_a_pi <= set(" ".join(found["Unit.Before"]).split())
     result = verify(runnable_copy("firstboot", tmp_path))
     assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), result.stdout + result.stderr
     result = analyze("security", "--offline=yes", str(unit_path("firstboot")))

@@ -2,6 +2,7 @@
 
 import os
 import textwrap
+import time
 
 import pytest
 
@@ -251,3 +252,11 @@ def test_an_image_section_that_does_not_fit_changes_nothing(runner, pi):
     assert "filter.enabled" in result.output
     assert not (etc / "appliance.toml").exists()
     assert (boot / "firstboot.toml").exists()
+
+
+def test_the_route_check_sends_nothing_and_tells_reachable_from_not():
+    assert firstboot.has_route("127.0.0.1")
+    assert not firstboot.has_route("no-such-host.invalid")
+    started = time.monotonic()
+    firstboot.wait_for_route("no-such-host.invalid", 1.5)
+    assert 1.0 <= time.monotonic() - started < 5
