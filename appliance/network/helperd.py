@@ -536,14 +536,34 @@ class Helper:
             log.warning("could not reload dnsmasq: %s", exc)
 
 
+SYSTEM_SLICE = Path("/sys/fs/cgroup/system.slice")
+
+
 def peer(sock: socket.socket) -> Caller:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", creds)
     try:
         unit = verbs.unit_of(Path(f"/proc/{pid}/cgroup").read_text())
     except OSError:
-        unit = None
+        unit = unit_from_cgroups(pid)
     return Caller(pid, uid, unit, gid)
+
+
+def unit_from_cgroups(pid: int) -> str | None:
+    """The caller's unit when its /proc entry is hidden from us: under ProtectProc=invisible a
+    process holding a capability the helper lacks (the portal's and the filter's
+    CAP_NET_BIND_SERVICE) fails the kernel's ptrace check and is invisible, so every request of
+    theirs was refused on a real Pi (seen booting the image in a VM). The cgroup tree is
+    world-readable: the unit is the one whose cgroup.procs lists the pid."""
+    procs: dict[str, str] = {}
+    try:
+        folders = list(SYSTEM_SLICE.glob("*.service"))
+    except OSError:
+        return None
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            procs[folder.name] = (folder / "cgroup.procs").read_text()
+    return verbs.unit_by_membership(procs, pid)
 
 
 class _Handler(socketserver.StreamRequestHandler):

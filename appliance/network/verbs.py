@@ -177,6 +177,16 @@ def unit_of(cgroup_text: str) -> str | None:
     return None
 
 
+def unit_by_membership(units: dict[str, str], pid: int) -> str | None:
+    """The unit whose cgroup.procs text (`units`: unit name -> that file's text) lists `pid`
+    (pure)."""
+    wanted = str(pid)
+    for unit, procs in units.items():
+        if wanted in procs.split():
+            return unit
+    return None
+
+
 def ok(result: Any) -> bytes:
     return (json.dumps({"ok": True, "result": result}, sort_keys=True) + "\n").encode()
 

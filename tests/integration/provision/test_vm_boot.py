@@ -63,8 +63,8 @@ sleep 5
   echo "== addresses"; ip -br addr show dev wlan0
   echo "== sysctl"; cat /proc/sys/net/ipv4/ip_forward
   echo "== ruleset"; nft list tables
-  echo "== failed"; systemctl list-units --failed --no-legend --plain
-  echo "== units"; systemctl list-units 'appliance-*' --all --no-legend --plain
+  echo "== failed"; systemctl list-units --failed --no-legend --plain --full
+  echo "== units"; systemctl list-units 'appliance-*' --all --no-legend --plain --full
   echo "== firstboot"; journalctl -b -u appliance-firstboot.service --no-pager -o cat
   echo "== journal"
   for unit in $(systemctl list-units --failed --no-legend --plain | cut -d' ' -f1) \
@@ -257,13 +257,21 @@ country = "US"
                                "-t", "40", "-T", "3", "-i", tap, "-s", "/bin/true"],
                               capture_output=True, text=True, timeout=120)
         leased = re.search(r"lease of (10\.42\.0\.\d+) obtained", dhcp.stdout + dhcp.stderr)
-        answer = None
+        answer = accepted = None
         if leased:  # else the VM's report (after its own wait) says why
             subprocess.run(["ip", "-n", ns, "addr", "add", f"{leased.group(1)}/24", "dev", tap],
                            check=True)
             answer = subprocess.run(["ip", "netns", "exec", ns, "dig", "+short", "+time=3",
                                      "+tries=5", "@10.42.0.1", "classroom.internal"],
                                     capture_output=True, text=True, timeout=60)
+            # ...and accepts the terms on the portal: the portal asks the helper (session-accept).
+            accepted = subprocess.run(
+                ["ip", "netns", "exec", ns, "curl", "-s", "-o", "/dev/null", "-m", "30",
+                 "-w", "%{http_code} %{redirect_url}", "-X", "POST",
+                 "-H", "Origin: http://classroom.internal",
+                 "--resolve", "classroom.internal:80:10.42.0.1",
+                 "http://classroom.internal/captive/accept"],
+                capture_output=True, text=True, timeout=60)
         wait_for(lambda: qemu.poll() is not None, timeout=420, what="the VM to report and power off")
     finally:
         if qemu.poll() is None:
@@ -277,6 +285,8 @@ country = "US"
 
     assert leased, dhcp.stderr[-500:] + text
     assert answer is not None and answer.stdout.split() == ["10.42.0.1"], answer
+    assert accepted is not None and accepted.stdout == "302 http://classroom.internal/captive/done", (
+        accepted, sections["journal"])
     assert leased.group(1) in sections["leases"], sections["leases"]
     assert "10.42.0.1/24" in sections["addresses"], sections["addresses"]
     assert sections["sysctl"].strip() == "1"  # forwarding for accepted phones

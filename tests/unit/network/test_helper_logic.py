@@ -52,6 +52,15 @@ def test_unit_of_reads_the_cgroup_line():
     assert verbs.unit_of("0::/user.slice/user-0.slice/session-3.scope\n") is None
 
 
+def test_a_hidden_caller_is_found_by_its_unit_s_cgroup_members():
+    # The portal and the filter hold CAP_NET_BIND_SERVICE, which the helper lacks: their /proc
+    # entries are invisible to it under ProtectProc=invisible, the cgroup tree is not.
+    units = {"appliance-portal.service": "412\n4120\n", "appliance-filter.service": "41\n"}
+    assert verbs.unit_by_membership(units, 41) == "appliance-filter.service"
+    assert verbs.unit_by_membership(units, 4120) == "appliance-portal.service"
+    assert verbs.unit_by_membership(units, 4) is None
+
+
 def test_remaining_uses_boot_time_within_a_boot_and_caps_after_a_reboot():
     s = sessions.Session("02:00:00:00:00:01", "10.42.0.5", 1000.0, 1000.0 + 3600, "boot-a", 50.0 + 3600)
     same = sessions.Clock(wall=999_999.0, boot=50.0 + 600, boot_id="boot-a")  # wall clock jumped
