@@ -353,6 +353,8 @@ def up(cfg: Config) -> Applied:
     files = prepare(cfg)
     directory = render.render_dir(cfg)
     directory.mkdir(parents=True, exist_ok=True)
+    # The helper's umask (0077) would keep hostapd (another user) and dnsmasq's re-reads out.
+    os.chmod(directory, 0o755)  # noqa: S103 - as apply: the daemons read their files here
     done = Applied()
     try:
         for f in files:

@@ -54,10 +54,10 @@ for i in $(seq 1 300); do
   sleep 1
 done
 for i in $(seq 1 120); do
-  [ -s /var/lib/appliance/network/dnsmasq.leases ] && break
+  grep -q 10.42.0 /var/lib/appliance/network/dnsmasq.leases 2>/dev/null && break
   sleep 1
 done
-sleep 5
+sleep 75  # the phone asks DNS and accepts the terms; the agent sends its first sample (60 s)
 {
   echo "== leases"; cat /var/lib/appliance/network/dnsmasq.leases
   echo "== addresses"; ip -br addr show dev wlan0
@@ -69,9 +69,11 @@ sleep 5
   echo "== journal"
   for unit in $(systemctl list-units --failed --no-legend --plain | cut -d' ' -f1) \
               $(systemctl list-units --state=activating --no-legend --plain | cut -d' ' -f1) \
-              appliance-dnsmasq.service; do
+              appliance-dnsmasq.service appliance-network-helper.service appliance-portal.service; do
     echo "-- $unit"; journalctl -b -u "$unit" --no-pager -o cat | tail -n 15
   done
+  echo "== processes"; systemctl status appliance-filter.service --no-pager -n 0 | head -n 20
+  ps -eo pid,ppid,etime,args | grep -v grep | grep -E 'appliance|nft|conntrack|ip ' | cut -c1-160
   echo "== times"; systemd-analyze time --no-pager
   echo "== boot"; ls /boot/firmware
   echo "== end"
@@ -136,6 +138,17 @@ class TlsFront:
 
     def close(self) -> None:
         self.listener.close()
+
+
+def accept(ns: str) -> subprocess.CompletedProcess[str]:
+    """POST the portal's "Accept" from the phone: the status and where it leads."""
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, "curl", "-s", "-o", "/dev/null", "-m", "30",
+         "-w", "%{http_code} %{redirect_url}", "-X", "POST",
+         "-H", "Origin: http://classroom.internal",
+         "--resolve", "classroom.internal:80:10.42.0.1",
+         "http://classroom.internal/captive/accept"],
+        capture_output=True, text=True, timeout=60)
 
 
 def partition(image: Path, index: int) -> tuple[int, int]:
@@ -265,13 +278,14 @@ country = "US"
                                      "+tries=5", "@10.42.0.1", "classroom.internal"],
                                     capture_output=True, text=True, timeout=60)
             # ...and accepts the terms on the portal: the portal asks the helper (session-accept).
-            accepted = subprocess.run(
-                ["ip", "netns", "exec", ns, "curl", "-s", "-o", "/dev/null", "-m", "30",
-                 "-w", "%{http_code} %{redirect_url}", "-X", "POST",
-                 "-H", "Origin: http://classroom.internal",
-                 "--resolve", "classroom.internal:80:10.42.0.1",
-                 "http://classroom.internal/captive/accept"],
-                capture_output=True, text=True, timeout=60)
+            # The helper may still be bringing the network up under emulation (503 meanwhile):
+            # the phone tries again, as a student tapping "Accept" again would.
+            accepted = accept(ns)
+            deadline = time.monotonic() + 90
+            while accepted.stdout.startswith("503") and time.monotonic() < deadline:
+                time.sleep(3)
+                accepted = accept(ns)
+
         wait_for(lambda: qemu.poll() is not None, timeout=420, what="the VM to report and power off")
     finally:
         if qemu.poll() is None:
