@@ -123,9 +123,12 @@ def test_phones_are_filtered_by_group_over_v4_v6_and_a_new_address(classroom):
     pi, phones, seg, addrs = classroom.pi, classroom.phones, classroom.seg, classroom.addrs
     gambling = "www." + first("gambling")
     gw4, gw6 = seg.gateway4, seg.gateway6
-    # Teachers may see gambling sites (not in their categories); students may not.
+    # Teachers may see gambling sites (not in their categories); students may not. Over IPv6
+    # the Pi may not have the teacher's address in its neighbour table at the very first query
+    # (it learns it when it answers; docs/filter.md): that one may take a second query.
     assert dig(phones["teacher"], gw4, gambling) == "NOERROR"
-    assert dig(phones["teacher"], gw6, gambling) == "NOERROR"
+    wait_for(lambda: dig(phones["teacher"], gw6, gambling) == "NOERROR", timeout=5,
+             what="the teacher's IPv6 address to be the teacher's")
     assert dig(phones["unknown"], gw4, gambling) == "NXDOMAIN"
     assert dig(phones["random"], gw6, gambling) == "NXDOMAIN"
     for who in phones:
