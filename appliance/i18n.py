@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -39,6 +41,8 @@ from appliance import paths
 
 DEFAULT_LANGUAGE = "en"
 COOKIE = "lang"
+# What a page's language depends on: every translated response says so in `Vary`.
+VARY = ("Accept-Language", "Cookie")
 COOKIE_MAX_AGE = 365 * 24 * 3600
 # Languages Babel has no locale data for: whose dates, numbers and plural categories to borrow.
 FALLBACK_LOCALES = {"udm": "ru"}
@@ -167,11 +171,27 @@ def current_language() -> str:
 
 
 def translations() -> NullTranslations:
-    """The request's translations (outside a request: none, so English)."""
+    """The request's translations; outside a request, those `rendering` set (else English)."""
     if has_request_context() and "i18n_translations" in g:
         found: NullTranslations = g.i18n_translations
         return found
-    return NullTranslations()
+    return _outside_request.get() or NullTranslations()
+
+
+# What a hot path in front of Flask (no request context) renders in: see `rendering`.
+_outside_request: ContextVar[NullTranslations | None] = ContextVar("i18n_outside_request", default=None)
+
+
+@contextmanager
+def rendering(catalogs: Catalogs, lang: str) -> Iterator[None]:
+    """Render templates in `lang` outside a Flask request (a WSGI hot path in front of the app,
+    which chose `lang` with `choose_language`): the templates' `_`, `ngettext` and `{% trans %}`
+    are the same callables as in a request, reading the language from here (per thread)."""
+    token = _outside_request.set(catalogs.languages[lang].translations)
+    try:
+        yield
+    finally:
+        _outside_request.reset(token)
 
 
 def gettext(message: str, **variables: Any) -> str:
@@ -235,16 +255,18 @@ def js_catalog() -> dict[str, Any]:
 
 
 def switch_links() -> list[dict[str, Any]]:
-    """The language switch: each offered language, the current URL with ?lang= set, the current one."""
-    catalogs: Catalogs = current_app.extensions["i18n"]
-    current = current_language()
-    links = []
-    for code, language in catalogs.languages.items():
-        args = [(k, v) for k, v in request.args.items(multi=True) if k != COOKIE]
-        args.append((COOKIE, code))
-        links.append({"code": code, "name": language.name, "url": f"{request.path}?{urlencode(args)}",
-                      "current": code == current})
-    return links
+    """The language switch of the current request (`links_for`)."""
+    return links_for(current_app.extensions["i18n"], request.path, request.args.items(multi=True),
+                     current_language())
+
+
+def links_for(catalogs: Catalogs, path: str, args: Iterable[tuple[str, str]],
+              current: str) -> list[dict[str, Any]]:
+    """The language switch: each offered language, `path` with the query `args` and ?lang= set,
+    and whether it is the `current` one."""
+    kept = [(k, v) for k, v in args if k != COOKIE]
+    return [{"code": code, "name": language.name, "url": f"{path}?{urlencode([*kept, (COOKIE, code)])}",
+             "current": code == current} for code, language in catalogs.languages.items()]
 
 
 def _before_request() -> None:
@@ -264,8 +286,8 @@ def _after_request(response: Response) -> Response:
             secure=bool(current_app.config.get("SESSION_COOKIE_SECURE")),
         )
     # The same URL reads differently per language: caches must key on what chose it.
-    response.vary.add("Accept-Language")
-    response.vary.add("Cookie")
+    for header in VARY:
+        response.vary.add(header)
     return response
 
 

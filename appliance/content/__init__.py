@@ -12,7 +12,8 @@ Offers to other capabilities (the Moodle mirror first):
 - `store`: `ContentStore` (put files by SHA-256, atomically; whether the root is present);
 - `jobs`: the persistent job queue (`JobQueue`) and `download` its resumable, verifying fetcher;
 - `search`: `index_document`/`remove_documents` to put pages in the one search box, `search`;
-- `origin`: the WSGI app of the archive origin, which the portal process serves.
+- `origin`: the WSGI app of the archive origin, which the portal process serves;
+- `search_page`: the search page's hot path, which the portal app puts in front of itself.
 """
 
-OFFERS = ("store", "jobs", "download", "search", "origin")
+OFFERS = ("store", "jobs", "download", "search", "origin", "search_page")

@@ -400,16 +400,19 @@ def usage_bytes(store: ContentStore) -> int:
 
 
 # -- search across everything -----------------------------------------------------------------
-def _entry_text(entry: Any) -> str:
-    return html_text(bytes(entry.get_item().content))[1]
+def _entry_text(entry: Any) -> tuple[str, str | None]:
+    text = html_text(bytes(entry.get_item().content))[1]
+    return text, search.fold(text)
 
 
 def search_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *,
-               limit: int = 20, listed: Sequence[Item] | None = None) -> list[search.Hit]:
+               limit: int = 20, listed: Sequence[Item] | None = None,
+               present: bool | None = None) -> list[search.Hit]:
     """Our FTS index plus every archive's own full-text index, merged (see `search.merge`).
-    `listed`: `items(store.db)` when the caller has it already (those not `ok` are skipped)."""
+    `listed`: `items(store.db)` when the caller has it already (those not `ok` are skipped);
+    `present`: `store.present()`, likewise."""
     lists = [search.search(store.db, query, limit=limit)]
-    if not store.present():
+    if not (store.present() if present is None else present):
         return search.merge(lists, limit)
     for item in items(store.db, only_ok=True) if listed is None else listed:
         if item.kind != "zim" or not item.sha256 or item.state != "ok":
@@ -422,10 +425,10 @@ def search_all(store: ContentStore, cache: zim.ArchiveCache, query: str, *,
             hits = []
             for path in results.getResults(0, min(limit, 10)):
                 entry = archive.get_entry_by_path(path)
-                text = "" if entry.is_redirect else cache.text(
+                text, folded = ("", "") if entry.is_redirect else cache.text(
                     item.sha256, path, functools.partial(_entry_text, entry))
                 hits.append(search.Hit("zim", item.name, path, entry.title,
-                                       search.snippet(text, query, is_spaced=True)))
+                                       search.snippet(text, query, is_spaced=True, folded=folded)))
             lists.append(hits)
         except (RuntimeError, zim.ZimError):
             continue

@@ -26,8 +26,6 @@ hidden entry (`M/`, `X/`), traversal or damaged archive is a 404, never a 500.
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -39,6 +37,7 @@ from werkzeug.wrappers import Response
 
 from appliance.config import Config
 from appliance.content import library, zim
+from appliance.content.snapshot import LibrarySnapshot
 from appliance.content.store import ContentStore
 from appliance.content.usage import UsageCounter
 from appliance.store import migrate, open_db
@@ -111,37 +110,16 @@ class FastEntries:
     goes to the Flask app, which answers the same request the same way; measured in
     `bench/portal.py` (Flask's request and response objects cost more than the libzim read).
 
-    The item is looked up once per change of the database (`PRAGMA data_version` moves when
-    another connection commits: an add, a replacement, a removal) and the root's presence
-    once a second."""
-
-    PRESENCE_SECONDS = 1.0
+    The item and the drive's presence come from a `LibrarySnapshot` (no query per request)."""
 
     def __init__(self, origin: Origin, app: Callable[..., Any]) -> None:
         self.origin, self.app = origin, app
-        self._items: dict[str, library.Item] = {}
-        self._version = -1
-        self._present_until = 0.0
-        self._lock = threading.Lock()
+        self.snapshot = LibrarySnapshot(origin.store)
 
     def _item(self, name: str) -> library.Item | None:
-        db = self.origin.store.db
-        version = db.execute("PRAGMA data_version").fetchone()[0]
-        now = time.monotonic()
-        with self._lock:
-            if version != self._version:
-                self._items, self._version = {}, version
-            if now >= self._present_until:
-                if not self.origin.store.present():
-                    return None
-                self._present_until = now + self.PRESENCE_SECONDS
-            found = self._items.get(name)
-        if found is None:
-            found = library.get(db, name)
-            if found is None or found.kind != "zim" or found.state != "ok" or not found.sha256:
-                return None
-            with self._lock:
-                self._items[name] = found
+        found = self.snapshot.get(name)
+        if found is None or found.kind != "zim" or found.state != "ok" or not found.sha256:
+            return None
         return found
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:

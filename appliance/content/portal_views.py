@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from flask import Blueprint, current_app, g, render_template, request
+from flask import Blueprint, Flask, current_app, g, render_template, request
+from markupsafe import Markup
 
 from appliance.config import Config
 from appliance.content import library, search, zim
@@ -35,31 +36,37 @@ def _config() -> Config:
 
 
 def _store() -> ContentStore:
-    state = current_app.extensions.get("content_library")
+    return library_state(current_app)[0]
+
+
+def _cache() -> zim.ArchiveCache:
+    return library_state(current_app)[1]
+
+
+def library_state(app: Flask) -> tuple[ContentStore, zim.ArchiveCache]:
+    """The app's store (its own database connection, the library's schema migrated) and open
+    archives, made on first use."""
+    state: tuple[ContentStore, zim.ArchiveCache] | None = app.extensions.get("content_library")
     if state is None:
-        cfg = _config()
+        cfg: Config = app.config["APPLIANCE_CONFIG"]
         db = open_db(cfg.database_path)
         from appliance.content import schema
 
         migrate(db, schema.COMPONENT, schema.MIGRATIONS)
         state = (ContentStore(cfg.content.root, db, require_mount=cfg.content.require_mount),
                  zim.ArchiveCache())
-        current_app.extensions["content_library"] = state
-    store: ContentStore = state[0]
-    return store
-
-
-def _cache() -> zim.ArchiveCache:
-    _store()
-    cache: zim.ArchiveCache = current_app.extensions["content_library"][1]
-    return cache
+        app.extensions["content_library"] = state
+    return state
 
 
 def archive_base() -> str:
     """The archive origin as this browser reaches the portal: same host, the archive port."""
-    match = HOST.match(request.host)
-    host = match.group(1) if match else "localhost"
-    return f"{request.scheme}://{host}:{_config().content.archive_port}"
+    return archive_base_for(request.host, request.scheme, _config().content.archive_port)
+
+
+def archive_base_for(host: str, scheme: str, port: int) -> str:
+    match = HOST.match(host)
+    return f"{scheme}://{match.group(1) if match else 'localhost'}:{port}"
 
 
 def item_url(item: library.Item) -> str:
@@ -73,7 +80,12 @@ def hit_url(hit: search.Hit, base: str | None = None) -> str:
     if hit.source not in ("zim", "pack"):
         return hit.path  # another capability's page on this portal (the Moodle mirror's)
     prefix = "content" if hit.source == "zim" else "pack"
-    return f"{base or archive_base()}/{prefix}/{quote(hit.item)}/{quote(hit.path, safe='/')}"
+    return f"{base or archive_base()}/{prefix}/{_quoted(hit.item)}/{quote(hit.path, safe='/')}"
+
+
+@functools.lru_cache(maxsize=256)
+def _quoted(name: str) -> str:
+    return quote(name)  # an item's name, in every hit of the item
 
 
 def _may_see(hit: search.Hit) -> bool:
@@ -82,7 +94,44 @@ def _may_see(hit: search.Hit) -> bool:
 
 
 def _query() -> str:
-    return " ".join(request.args.get("q", "").split())[:MAX_QUERY]
+    return clean_query(request.args.get("q", ""))
+
+
+def clean_query(raw: str) -> str:
+    """What is searched for: the box's words, white space made single, at most `MAX_QUERY`."""
+    return " ".join(raw.split())[:MAX_QUERY]
+
+
+class ShownHit(NamedTuple):
+    """A result as the search page shows it: where it opens, its title, the title of the item
+    it is in, and its snippet as HTML with the query's words marked."""
+
+    url: str
+    title: str
+    source: str
+    snippet: Markup
+
+
+def search_hits(store: ContentStore, cache: zim.ArchiveCache, query: str, listed: list[library.Item],
+                present: bool) -> list[search.Hit]:
+    """The hits of `query` (before `_may_see`); none for an empty query or a missing drive."""
+    if not query or not present:
+        return []
+    return library.search_all(store, cache, query, listed=listed, present=present)
+
+
+def search_context(cfg: Config, store: ContentStore, query: str, hits: list[search.Hit],
+                   listed: list[library.Item], base: str, *, missing: bool) -> dict[str, Any]:
+    """What `library/search.html` is rendered with (besides the app's own: `lang`, `_`, ...);
+    `base`: the archive origin (`archive_base`)."""
+    titles = {i.name: i.title for i in listed}
+    for source in {h.source for h in hits} - {"zim", "pack"}:
+        titles.update(search.item_titles(store.db, source, [h.item for h in hits if h.source == source]))
+    shown = [ShownHit(hit_url(h, base), h.title, titles.get(h.item, h.item),
+                      search.highlight_html(h.snippet, query) if h.snippet else Markup(""))
+             for h in hits]
+    return {"title": cfg.portal.title, "building": cfg.appliance.name or cfg.appliance.id,
+            "query": query, "hits": shown, "missing": missing}
 
 
 @bp.get("/")
@@ -105,20 +154,14 @@ def index() -> Any:
 
 @bp.get("/search")
 def search_page() -> Any:
-    cfg = _config()
-    query = _query()
+    """The search page; `search_page.FastSearch` answers most searches with the same bytes."""
     store = _store()
     listed = library.items(store.db)
     present = store.present()
-    hits = library.search_all(store, _cache(), query, listed=listed) if query and present else []
-    hits = [h for h in hits if _may_see(h)]
-    titles = {i.name: i.title for i in listed}
-    for source in {h.source for h in hits} - {"zim", "pack"}:
-        titles.update(search.item_titles(store.db, source, [h.item for h in hits if h.source == source]))
-    return render_template(
-        "library/search.html", title=cfg.portal.title, building=cfg.appliance.name or cfg.appliance.id,
-        query=query, hits=hits, hit_url=functools.partial(hit_url, base=archive_base()), titles=titles,
-        marked=search.highlight_html, missing=not present and store.missing())
+    query = _query()
+    hits = [h for h in search_hits(store, _cache(), query, listed, present) if _may_see(h)]
+    return render_template("library/search.html", **search_context(
+        _config(), store, query, hits, listed, archive_base(), missing=not present and store.missing()))
 
 
 @bp.get("/suggest")

@@ -117,8 +117,19 @@ def merge(lists: Sequence[Sequence[Hit]], limit: int = 20) -> list[Hit]:
 def _candidates(wanted: frozenset[str]) -> re.Pattern[str]:
     """Words that begin with one of the stems (Snowball stems are, nearly always, a prefix of
     the word: only those words need stemming to be checked)."""
-    alternatives = "|".join(re.escape(w) for w in sorted(wanted, key=len, reverse=True))
+    # `stem` spells a Russian yo as ye: either letter may stand in the text.
+    alternatives = "|".join(re.escape(w).replace("е", "[её]")  # noqa: RUF001 - ye, not e
+                            for w in sorted(wanted, key=len, reverse=True))
     return re.compile(rf"\b(?:{alternatives})\w*", re.IGNORECASE)
+
+
+def _matching(text: str, wanted: frozenset[str]) -> list[re.Match[str]]:
+    """The words of `text` whose stem is one of `wanted`: among the words that begin with a
+    stem, or, when none of those does, among all words (a stem that is not a prefix)."""
+    if not wanted:
+        return []
+    found = [m for m in _candidates(wanted).finditer(text) if stem(m.group()) in wanted]
+    return found or [m for m in WORD.finditer(text) if stem(m.group()) in wanted]
 
 
 def spaced(text: str) -> str:
@@ -126,20 +137,58 @@ def spaced(text: str) -> str:
     return " ".join(text.split())
 
 
-def snippet(text: str, query: str, width: int = 160, *, is_spaced: bool = False) -> str:
+def fold(text: str) -> str | None:
+    """`text` lower-cased, with Russian yo as ye (as `stem` spells it), to find words in by
+    plain substring search; None when that moves a character (a few letters lower-case to two,
+    such as the Turkish dotted I), since a snippet is cut from `text` at the same places."""
+    folded = text.lower().replace("ё", "е")  # noqa: RUF001 - Russian yo spelled as ye
+    return folded if len(folded) == len(text) else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _stems_literally(wanted: frozenset[str]) -> re.Pattern[str]:
+    """The stems as plain text, longest first (no case folding: it searches folded text, which
+    the regular expression engine does many times faster than a case-blind word pattern)."""
+    return re.compile("|".join(re.escape(w) for w in sorted(wanted, key=len, reverse=True)))
+
+
+_WORD_CHAR = re.compile(r"\w")
+
+
+def _first_in_folded(text: str, folded: str, wanted: frozenset[str]) -> int | None:
+    """Where the first word of `text` that begins with a stem and has one of `wanted` stems
+    starts (the same word `_candidates` finds), found in `fold(text)`."""
+    for match in _stems_literally(wanted).finditer(folded):
+        start = match.start()
+        if start and _WORD_CHAR.match(folded, start - 1):
+            continue  # inside a word
+        word = WORD.match(text, start)
+        if word is not None and stem(word.group()) in wanted:
+            return start
+    return None
+
+
+def snippet(text: str, query: str, width: int = 160, *, is_spaced: bool = False,
+            folded: str | None = None) -> str:
     """About `width` characters of `text` around the first word whose stem matches the query
     (found among the words that begin with a stem; when none does, every word is stemmed).
-    `is_spaced`: `text` is already `spaced(...)` (a cached article's text), so it is not again."""
+    `is_spaced`: `text` is already `spaced(...)` (a cached article's text), so it is not again;
+    `folded`: `fold(text)` of that text, when the caller has it (a cached article's)."""
     wanted = frozenset(stem(w) for w in words(query))
     if not is_spaced:
         text = spaced(text)
-    found = None
+    start: int | None = None
     if wanted:
-        found = next((m for m in _candidates(wanted).finditer(text) if stem(m.group()) in wanted), None)
-    if found is None:
-        found = next((m for m in WORD.finditer(text) if stem(m.group()) in wanted), None)
-    if found is not None:
-        start = max(0, found.start() - width // 3)
+        if folded is not None and len(folded) == len(text):
+            start = _first_in_folded(text, folded, wanted)
+        else:
+            found = next((m for m in _candidates(wanted).finditer(text) if stem(m.group()) in wanted), None)
+            start = found.start() if found is not None else None
+        if start is None:
+            found = next((m for m in WORD.finditer(text) if stem(m.group()) in wanted), None)
+            start = found.start() if found is not None else None
+    if start is not None:
+        start = max(0, start - width // 3)
         cut = text[start:start + width]
         if start > 0:
             cut = "…" + cut.split(" ", 1)[-1]
@@ -149,16 +198,14 @@ def snippet(text: str, query: str, width: int = 160, *, is_spaced: bool = False)
 
 def highlight(text: str, query: str) -> list[tuple[str, bool]]:
     """`text` cut into (piece, matches) so a template can mark matching words without markup
-    in the data (it escapes every piece)."""
-    wanted = {stem(w) for w in words(query)}
+    in the data (it escapes every piece); the words marked are those `_matching` finds."""
     out: list[tuple[str, bool]] = []
     pos = 0
-    for match in WORD.finditer(text):
-        if stem(match.group()) in wanted:
-            if match.start() > pos:
-                out.append((text[pos:match.start()], False))
-            out.append((match.group(), True))
-            pos = match.end()
+    for match in _matching(text, frozenset(stem(w) for w in words(query))):
+        if match.start() > pos:
+            out.append((text[pos:match.start()], False))
+        out.append((match.group(), True))
+        pos = match.end()
     if pos < len(text):
         out.append((text[pos:], False))
     return out
@@ -166,17 +213,14 @@ def highlight(text: str, query: str) -> list[tuple[str, bool]]:
 
 def highlight_html(text: str, query: str) -> Markup:
     """`highlight` as HTML: the text escaped as Jinja escapes it, the matching words in `<mark>`
-    (the same markup a template looping over `highlight` writes, built in one pass instead of
-    one template step and one Markup object per piece)."""
-    wanted = {stem(w) for w in words(query)}
+    (the markup a template looping over `highlight` writes, in one pass instead of one template
+    step and one Markup object per piece)."""
     out: list[str] = []
     pos = 0
-    for match in WORD.finditer(text):
-        word = match.group()
-        if stem(word) in wanted:
-            # A word (\w+) has nothing to escape.
-            out += [_escape(text[pos:match.start()]), "<mark>", word, "</mark>"]
-            pos = match.end()
+    for match in _matching(text, frozenset(stem(w) for w in words(query))):
+        # A word (\w+) has nothing to escape.
+        out += [_escape(text[pos:match.start()]), "<mark>", match.group(), "</mark>"]
+        pos = match.end()
     out.append(_escape(text[pos:]))
     return Markup("".join(out))  # noqa: S704 - every piece of text is escaped above
 

@@ -136,7 +136,7 @@ class ArchiveCache:
         self.size = size
         self.text_chars = text_chars
         self._open: OrderedDict[str, Archive] = OrderedDict()
-        self._texts: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._texts: OrderedDict[tuple[str, str], tuple[str, str | None]] = OrderedDict()
         self._stored: dict[tuple[str, int], tuple[int, int] | None] = {}
         self._text_total = 0
         self._lock = threading.Lock()
@@ -162,24 +162,27 @@ class ArchiveCache:
             self._stored[key] = found
         return found
 
-    def text(self, sha256: str, path: str, extract: Callable[[], str]) -> str:
-        """The text of entry `path` of archive `sha256`, from `extract()` the first time (two
-        threads may both extract it once: harmless, and no lock is held while parsing)."""
+    def text(self, sha256: str, path: str,
+             extract: Callable[[], tuple[str, str | None]]) -> tuple[str, str | None]:
+        """The text of entry `path` of archive `sha256` and its folded copy (`search.fold`),
+        from `extract()` the first time (two threads may both extract it once: harmless, and no
+        lock is held while parsing). The budget counts the text's characters."""
         key = (sha256, path)
         with self._lock:
             found = self._texts.get(key)
             if found is not None:
                 self._texts.move_to_end(key)
                 return found
-        text = extract()
+        pair = extract()
+        size = len(pair[0])
         with self._lock:
-            if key not in self._texts and len(text) <= self.text_chars:
-                self._texts[key] = text
-                self._text_total += len(text)
+            if key not in self._texts and size <= self.text_chars:
+                self._texts[key] = pair
+                self._text_total += size
                 while self._text_total > self.text_chars:
                     _, old = self._texts.popitem(last=False)
-                    self._text_total -= len(old)
-        return text
+                    self._text_total -= len(old[0])
+        return pair
 
     def get(self, sha256: str, path: Path) -> Archive:
         with self._lock:

@@ -9,6 +9,7 @@ from flask import Flask
 from appliance import paths
 from appliance.config import Config
 from appliance.content import portal_views as library_views
+from appliance.content import search_page
 from appliance.filter import portal_views as filter_views
 from appliance.i18n import install_i18n
 from appliance.moodle import portal_views as moodle_views
@@ -53,4 +54,8 @@ def create_app(config: Config, test_config: dict[str, Any] | None = None) -> Fla
     install_i18n(app, LANGUAGES)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    # The search page's hot path (content/search_page.py) takes requests on the portal's own
+    # host only: those the filter's block page leaves alone.
+    search_page.install(app, own_host=lambda host: not config.filter.block_page
+                        or filter_views.is_own_host(host, config.network.portal_name))
     return app

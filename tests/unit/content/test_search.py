@@ -57,16 +57,21 @@ def test_article_texts_are_cached_per_archive_and_bounded():
     def extract(text):
         def run():
             calls.append(text)
-            return text
+            return text, text.upper()
         return run
 
-    assert cache.text("a" * 64, "A/x", extract("12345")) == "12345"
-    assert cache.text("a" * 64, "A/x", extract("other")) == "12345"  # cached: not parsed again
-    assert cache.text("b" * 64, "A/x", extract("abcde")) == "abcde"  # another archive, same path
-    assert cache.text("c" * 64, "A/y", extract("zz")) == "zz"  # 12 characters: the oldest goes
-    assert cache.text("a" * 64, "A/x", extract("again")) == "again"
-    assert cache.text("d" * 64, "A/z", extract("x" * 11)) == "x" * 11  # too big to keep
-    assert cache.text("d" * 64, "A/z", extract("y")) == "y"
+    def text(sha, path, extract):
+        found, folded = cache.text(sha, path, extract)
+        assert folded == found.upper()  # what extract returned with it
+        return found
+
+    assert text("a" * 64, "A/x", extract("12345")) == "12345"
+    assert text("a" * 64, "A/x", extract("other")) == "12345"  # cached: not parsed again
+    assert text("b" * 64, "A/x", extract("abcde")) == "abcde"  # another archive, same path
+    assert text("c" * 64, "A/y", extract("zz")) == "zz"  # 12 characters: the oldest goes
+    assert text("a" * 64, "A/x", extract("again")) == "again"
+    assert text("d" * 64, "A/z", extract("x" * 11)) == "x" * 11  # too big to keep (the text's size)
+    assert text("d" * 64, "A/z", extract("y")) == "y"
     assert calls == ["12345", "abcde", "zz", "again", "x" * 11, "y"]
 
 
@@ -93,3 +98,25 @@ def test_highlight_html_is_the_markup_a_template_writes_for_highlight():
     page = b"<html><title> A\n title </title><p>One\n\n  two</p>\t<p>three <b>four</b></p></html>"
     title, body = html_text(page)
     assert body == search.spaced(body) and "two" in body and title == search.spaced(title)
+
+
+def test_snippets_found_in_folded_text_are_the_ones_found_without():
+    """A cached article's snippet is found in its folded copy (`fold`): the same cut as the
+    case-blind word pattern makes, for words found, words absent, Russian yo and odd letters."""
+    text = search.spaced(
+        "Intro. " * 30 + "Ray Charles recorded soul music; Water, WATERS and watering. "
+        "Ёлка и ёжик. Ещё одна Ёлочка. happy endings. x-ray co-operation _under_score 1960s. "
+        "Straße İstanbul ǅemal. " + "Outro. " * 30)
+    folded = search.fold(text)
+    assert folded is None  # the dotted I lower-cases to two characters
+    plain = text.replace("İ", "I")
+    folded = search.fold(plain)
+    assert folded is not None and len(folded) == len(plain)
+    queries = ["water", "Waters", "ёлки", "елка", "ёжика", "ещё", "happiness", "ray", "operation", "under",
+               "1960", "strasse", "straße", "zebra", "soul music", "charles recorded", "", "the"]
+    for query in queries:
+        assert search.snippet(plain, query, is_spaced=True, folded=folded) == \
+            search.snippet(plain, query, is_spaced=True), query
+    # The yo of the text matches a query spelled with ye, and the other way round.
+    assert "Ёлка" in search.snippet(plain, "елки", is_spaced=True, folded=folded)
+    assert search.fold("Ёлка") == "елка"
