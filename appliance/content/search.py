@@ -155,10 +155,10 @@ def _stems_literally(wanted: frozenset[str]) -> re.Pattern[str]:
 _WORD_CHAR = re.compile(r"\w")
 
 
-def _first_in_folded(text: str, folded: str, wanted: frozenset[str]) -> int | None:
-    """Where the first word of `text` that begins with a stem and has one of `wanted` stems
-    starts (the same word `_candidates` finds), found in `fold(text)`."""
-    for match in _stems_literally(wanted).finditer(folded):
+def _first_in_folded(text: str, folded: str, prefixes: frozenset[str], wanted: frozenset[str]) -> int | None:
+    """Where the first word of `text` that begins with one of `prefixes` and has one of
+    `wanted` stems starts, found in `folded` (`fold(text)`: the same places)."""
+    for match in _stems_literally(prefixes).finditer(folded):
         start = match.start()
         if start and _WORD_CHAR.match(folded, start - 1):
             continue  # inside a word
@@ -168,10 +168,18 @@ def _first_in_folded(text: str, folded: str, wanted: frozenset[str]) -> int | No
     return None
 
 
+def _shortened(wanted: frozenset[str]) -> frozenset[str]:
+    """Each stem without its last two letters: Snowball (English and Russian alike) only
+    removes and rewrites endings, so a word whose stem is not a prefix of it ("happy": "happi",
+    "dying": "die") still begins with this."""
+    return frozenset(w[:max(1, len(w) - 2)] for w in wanted)
+
+
 def snippet(text: str, query: str, width: int = 160, *, is_spaced: bool = False,
             folded: str | None = None) -> str:
     """About `width` characters of `text` around the first word whose stem matches the query
-    (found among the words that begin with a stem; when none does, every word is stemmed).
+    (found among the words that begin with a stem; when none does, every word is stemmed, or
+    with `folded` every word that begins with a stem's `_shortened` form).
     `is_spaced`: `text` is already `spaced(...)` (a cached article's text), so it is not again;
     `folded`: `fold(text)` of that text, when the caller has it (a cached article's)."""
     wanted = frozenset(stem(w) for w in words(query))
@@ -180,12 +188,13 @@ def snippet(text: str, query: str, width: int = 160, *, is_spaced: bool = False,
     start: int | None = None
     if wanted:
         if folded is not None and len(folded) == len(text):
-            start = _first_in_folded(text, folded, wanted)
+            start = _first_in_folded(text, folded, wanted, wanted)
+            if start is None:
+                start = _first_in_folded(text, folded, _shortened(wanted), wanted)
         else:
             found = next((m for m in _candidates(wanted).finditer(text) if stem(m.group()) in wanted), None)
-            start = found.start() if found is not None else None
-        if start is None:
-            found = next((m for m in WORD.finditer(text) if stem(m.group()) in wanted), None)
+            if found is None:
+                found = next((m for m in WORD.finditer(text) if stem(m.group()) in wanted), None)
             start = found.start() if found is not None else None
     if start is not None:
         start = max(0, start - width // 3)
