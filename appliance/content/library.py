@@ -8,6 +8,7 @@ and swaps the row in one transaction, so readers see the old version until the n
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import html.parser
@@ -119,7 +120,9 @@ def _copy_joined(store: ContentStore, parts: list[Path], progress: Progress | No
             out.flush()
             os.fsync(out.fileno())
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        # On a drive that failed, removing the part may fail too: `clean_tmp` takes it later.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise LibraryError(f"cannot copy into {store.root}: {exc.strerror}") from None
     return tmp, digest.hexdigest(), size
 

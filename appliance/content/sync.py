@@ -28,6 +28,9 @@ from appliance.content.store import ContentStore
 
 Progress = Callable[[Job, int], None]
 
+# A temporary file untouched this long is no one's (see `ContentStore.clean_tmp`).
+STALE_TMP_SECONDS = 3600
+
 
 def read_catalog(source: str) -> list[catalog.Book]:
     """An OPDS feed or a bundle manifest, from a URL or a local file."""
@@ -71,6 +74,9 @@ def _run(cfg: Config, store: ContentStore, queue: JobQueue, limits: Limits,
     if store.problem() and queue.db.execute("SELECT count(*) FROM content_items").fetchone()[0]:
         return outcome  # the drive is missing: wait rather than fill the SD card
     store.initialise()
+    # Parts left by a crash or a drive that failed mid-write (never a resumable `.dl`, nor a
+    # file still being written: its time moves while it is).
+    store.clean_tmp(older_than_s=STALE_TMP_SECONDS)
     while not limits.stop.is_set():
         job = queue.claim(kinds=("zim", "pack"))
         if job is None:

@@ -31,7 +31,8 @@ ACCEPT = [None, "ru-RU,ru;q=0.9,en;q=0.5", "udm", "en-US,en;q=0.9", "de-DE", "*"
 
 @pytest.fixture
 def cfg(tmp_path):
-    return config.from_dict({"appliance": {"id": "t", "name": "School 7", "state_dir": str(tmp_path / "state")},
+    return config.from_dict({"appliance": {"id": "t", "name": "School 7",
+                                           "state_dir": str(tmp_path / "state")},
                              "content": {"root": str(tmp_path / "content")},
                              # The block page on: a request for another host is the filter's.
                              "filter": {"block_page": ["10.0.0.1"]}})
@@ -88,7 +89,7 @@ def _answer(wsgi, path, *, method="GET", query="", accept=None, cookie=None, hos
 
 
 def test_hot_path_answers_every_search_as_the_view_does(portal):
-    app, fast, behind, handed, _store = portal
+    _app, fast, behind, handed, _store = portal
     queries = ["q=" + quote(w) for w in _words(150) + ODD]
     queries += ["", "q=soul&page=2", "q=soul&q=music", "q=%ff%fe", "q=soul+music&x=%00", "q"]
     compared = 0
@@ -102,14 +103,14 @@ def test_hot_path_answers_every_search_as_the_view_does(portal):
         compared += 1
     assert handed == [], "the hot path handed searches on to the app"
     # The pages were real ones: results with marked snippets, in each language.
-    status, _headers, body = _answer(fast, "/search", query="q=soul+music")
+    body = _answer(fast, "/search", query="q=soul+music")[2]
     assert b"<mark>" in body and b"Ray Charles" in body
     assert "Поиск".encode() in _answer(fast, "/search", query="q=soul", accept="ru")[2]
     assert compared > 150
 
 
 def test_requests_for_the_app_are_handed_to_it(portal, cfg):
-    app, fast, behind, handed, store = portal
+    _app, fast, behind, handed, store = portal
     cases = [
         dict(query="q=soul&lang=ru"),  # the switch: sets the cookie
         dict(method="HEAD", query="q=soul"),
@@ -120,7 +121,7 @@ def test_requests_for_the_app_are_handed_to_it(portal, cfg):
         before = len(handed)
         assert _answer(fast, "/search", **case) == _answer(behind, "/search", **case), case
         assert len(handed) == before + 1, case
-    status, headers, _body = _answer(fast, "/search", query="q=soul&lang=ru")
+    _status, headers, _body = _answer(fast, "/search", query="q=soul&lang=ru")
     assert any(k == "Set-Cookie" and v.startswith("lang=ru") for k, v in headers)
     assert _answer(fast, "/", query="q=soul")[0] == "200 OK" and handed[-1] == "/?q=soul"
 
@@ -128,7 +129,8 @@ def test_requests_for_the_app_are_handed_to_it(portal, cfg):
     search.index_document(store.db, "moodle", "course-2", "/moodle/course/2/", "Biology",
                           "Chloroplasts make sugar from light")
     before = len(handed)
-    assert _answer(fast, "/search", query="q=chloroplasts") == _answer(behind, "/search", query="q=chloroplasts")
+    moodle_hit = "q=chloroplasts"
+    assert _answer(fast, "/search", query=moodle_hit) == _answer(behind, "/search", query=moodle_hit)
     assert len(handed) == before + 1
 
     # The drive is gone: once the hot path looks again (at most a second later), the view says
@@ -136,7 +138,7 @@ def test_requests_for_the_app_are_handed_to_it(portal, cfg):
     shutil.move(cfg.content.root, str(cfg.content.root) + ".away")
     time.sleep(LibrarySnapshot.PRESENCE_SECONDS + 0.1)
     before = len(handed)
-    status, _headers, body = _answer(fast, "/search", query="q=soul")
+    body = _answer(fast, "/search", query="q=soul")[2]
     assert len(handed) == before + 1 and b'class="missing"' in body
     shutil.move(str(cfg.content.root) + ".away", cfg.content.root)
     before = len(handed)
@@ -145,7 +147,7 @@ def test_requests_for_the_app_are_handed_to_it(portal, cfg):
 
 def test_a_new_archive_is_searched_at_once(portal, tmp_path, cfg):
     """Another connection's add moves the database's data_version: the next search lists it."""
-    app, fast, behind, handed, _store = portal
+    _app, fast, behind, handed, _store = portal
     assert b"Photosynthesis" not in _answer(fast, "/search", query="q=photosynthesis")[2]
     db = open_db(cfg.database_path)
     try:

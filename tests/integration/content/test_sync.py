@@ -200,3 +200,21 @@ def test_throttled_download_respects_the_cap(upstream, tmp_path):
 def test_a_missing_url_fails_without_retry_storms(upstream, tmp_path):
     with pytest.raises(DownloadError, match="404"):
         fetch(upstream.put("/x", b"") + "nope", tmp_path / "n.part", size=None, sha256=None)
+
+
+def test_a_sync_removes_parts_left_by_a_crash_and_keeps_the_rest(env, tmp_path):
+    """A part a crash or a failed drive left behind (untouched for an hour) goes; a part being
+    written and a resumable download stay."""
+    import os
+    import time
+
+    cfg, store, queue = env
+    store.tmp_dir.mkdir(exist_ok=True)
+    stale, fresh, resumable = (store.tmp_dir / n for n in ("a.zim", "b.part", "job-9.dl"))
+    for path in (stale, fresh, resumable):
+        path.write_bytes(b"half")
+    old = time.time() - sync.STALE_TMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    os.utime(resumable, (old, old))
+    sync.run(cfg, store, queue)
+    assert sorted(p.name for p in store.tmp_dir.iterdir()) == ["b.part", "job-9.dl"]
