@@ -71,11 +71,13 @@ sleep 75  # the phone asks DNS and accepts the terms; the agent sends its first 
   echo "== journal"
   for unit in $(systemctl list-units --failed --no-legend --plain | cut -d' ' -f1) \
               $(systemctl list-units --state=activating --no-legend --plain | cut -d' ' -f1) \
-              appliance-dnsmasq.service appliance-network-helper.service appliance-portal.service; do
+              appliance-dnsmasq.service appliance-network-helper.service appliance-portal.service \
+              appliance-filter.service; do
     echo "-- $unit"; journalctl -b -u "$unit" --no-pager -o cat | tail -n 15
   done
   echo "== processes"; systemctl status appliance-filter.service --no-pager -n 0 | head -n 20
   ps -eo pid,ppid,etime,args | grep -v grep | grep -E 'appliance|nft|conntrack|ip ' | cut -c1-160
+  echo "== filter-post"; systemctl show -p ExecStartPost --value appliance-filter.service
   echo "== times"; systemd-analyze time --no-pager
   echo "== boot"; ls /boot/firmware
   echo "== end"
@@ -321,6 +323,9 @@ country = "US"
                  "appliance-dnsmasq.service", "appliance-captive.service",
                  "appliance-unbound.service", "appliance-unbound-baseline.service"):
         assert units.get(unit, [None, "absent"])[1] == "active", (unit, sections["units"])
+    # The filter told the helper it is up (`dns-fallback off`): the helper ran before it.
+    assert re.search(r"code=exited ; status=0\b", sections["filter-post"]), (
+        sections["filter-post"] + sections["journal"])
 
     # The console has it, under the name from firstboot.toml, with the capabilities' summaries:
     # the phone counted by the inventory, its DNS queries by the filter. (Health samples wait
