@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,22 +135,31 @@ def sessions_revoke(cfg: Config, out: Output, mac: str) -> None:
 
 @network.command("dns-fallback")
 @click.argument("state", type=click.Choice(["on", "off"]))
+@click.option("--wait", "wait_s", type=click.FloatRange(0, 600), default=0.0, show_default=True,
+              help="Seconds to wait for the helper when it is not up yet (the filter's unit at boot).")
 @json_option
 @pass_config
-def dns_fallback(cfg: Config, out: Output, state: str) -> None:
+def dns_fallback(cfg: Config, out: Output, state: str, wait_s: float) -> None:
     """Point the classroom's DNS at the baseline unbound (on) or the filter (off)."""
-    out.emit(_call(cfg, "dns-fallback", state=state),
+    out.emit(_call(cfg, "dns-fallback", wait_s=wait_s, state=state),
              lambda d: f"classroom DNS -> {'baseline unbound' if d['fallback'] else 'filter'} "
                        f"(port {d['port']})")
 
 
-def _call(cfg: Config, verb: str, **args: str) -> Any:
-    from appliance.network.client import HelperError, call
+def _call(cfg: Config, verb: str, *, wait_s: float = 0.0, **args: str) -> Any:
+    """The helper's answer; `wait_s`: keep trying that long while its socket is unreachable."""
+    from appliance.network.client import HelperError, HelperUnreachable, call
 
-    try:
-        return call(cfg.network.helper.socket, verb, args)
-    except HelperError as exc:
-        raise click.ClickException(str(exc)) from None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return call(cfg.network.helper.socket, verb, args)
+        except HelperUnreachable as exc:
+            if time.monotonic() >= deadline:
+                raise click.ClickException(str(exc)) from None
+            time.sleep(0.5)
+        except HelperError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 @network.command("helper")

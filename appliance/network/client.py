@@ -24,6 +24,10 @@ class HelperError(Exception):
     """The helper refused the request, or could not be reached."""
 
 
+class HelperUnreachable(HelperError):
+    """The helper's socket could not be reached (not started yet, or stopped)."""
+
+
 def call(path: Path, verb: str, args: dict[str, str] | None = None, *, timeout: float = 5.0) -> Any:
     """Send `verb` with `args`; return the helper's result or raise HelperError."""
     request = json.dumps({"verb": verb, "args": args or {}}).encode() + b"\n"
@@ -37,7 +41,7 @@ def call(path: Path, verb: str, args: dict[str, str] | None = None, *, timeout: 
             while chunk := sock.recv(65536):
                 data += chunk
     except OSError as exc:
-        raise HelperError(f"network helper at {path} unreachable: {exc.strerror or exc}") from None
+        raise HelperUnreachable(f"network helper at {path} unreachable: {exc.strerror or exc}") from None
     try:
         answer = json.loads(data)
     except json.JSONDecodeError:

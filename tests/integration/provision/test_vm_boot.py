@@ -77,6 +77,7 @@ sleep 75  # the phone asks DNS and accepts the terms; the agent sends its first 
   done
   echo "== processes"; systemctl status appliance-filter.service --no-pager -n 0 | head -n 20
   ps -eo pid,ppid,etime,args | grep -v grep | grep -E 'appliance|nft|conntrack|ip ' | cut -c1-160
+  echo "== filter-post"; systemctl show -p ExecStartPost --value appliance-filter.service
   echo "== times"; systemd-analyze time --no-pager
   echo "== boot"; ls /boot/firmware
   echo "== end"
@@ -322,6 +323,9 @@ country = "US"
                  "appliance-dnsmasq.service", "appliance-captive.service",
                  "appliance-unbound.service", "appliance-unbound-baseline.service"):
         assert units.get(unit, [None, "absent"])[1] == "active", (unit, sections["units"])
+    # The filter told the helper it is up (`dns-fallback off --wait`, the helper may come later).
+    assert re.search(r"code=exited ; status=0\b", sections["filter-post"]), (
+        sections["filter-post"] + sections["journal"])
 
     # The console has it, under the name from firstboot.toml, with the capabilities' summaries:
     # the phone counted by the inventory, its DNS queries by the filter. (Health samples wait

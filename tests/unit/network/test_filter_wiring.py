@@ -132,3 +132,43 @@ def test_the_health_query_is_a_dns_question():
 def test_ports_must_differ():
     with pytest.raises(config.ConfigError, match="baseline_port"):
         config.from_dict({"appliance": {"id": "x"}, "filter": {"port": 5336}})
+
+
+def test_dns_fallback_waits_for_a_helper_that_is_not_up_yet(runner, tmp_path):
+    """The filter's unit calls `dns-fallback off --wait 60` at start: at boot the helper may
+    come up after the filter; without --wait an unreachable helper is an error at once."""
+    import json
+    import socket
+    import threading
+    import time
+
+    from appliance.cli import cli
+    from appliance.lab.parts import write_toml
+
+    sock_path = tmp_path / "helper.sock"
+    conf = tmp_path / "appliance.toml"
+    write_toml(conf, {"appliance": {"id": "x", "state_dir": str(tmp_path / "state")},
+                      "network": {"helper": {"socket": str(sock_path)}}})
+    args = ["--config", str(conf), "network", "dns-fallback", "off", "--json"]
+    refused = runner.invoke(cli, args)
+    assert refused.exit_code == 1 and "unreachable" in refused.output
+
+    asked = []
+
+    def helper_later():
+        time.sleep(1.0)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
+            srv.bind(str(sock_path))
+            srv.listen(1)
+            conn, _ = srv.accept()
+            with conn:
+                asked.append(json.loads(conn.makefile("rb").readline()))
+                conn.sendall(b'{"ok": true, "result": {"fallback": false, "port": 5301}}\n')
+
+    thread = threading.Thread(target=helper_later, daemon=True)
+    thread.start()
+    waited = runner.invoke(cli, [*args[:5], "--wait", "10", "--json"])
+    thread.join(5)
+    assert waited.exit_code == 0, waited.output
+    assert json.loads(waited.output) == {"fallback": False, "port": 5301}
+    assert asked == [{"verb": "dns-fallback", "args": {"state": "off"}}]
