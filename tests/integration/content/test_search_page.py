@@ -92,7 +92,7 @@ def test_hot_path_answers_every_search_as_the_view_does(portal):
     _app, fast, behind, handed, _store = portal
     queries = ["q=" + quote(w) for w in _words(150) + ODD]
     queries += ["", "q=soul&page=2", "q=soul&q=music", "q=%ff%fe", "q=soul+music&x=%00", "q"]
-    compared = 0
+    with_results = 0
     for n, query in enumerate(queries):
         accept = ACCEPT[n % len(ACCEPT)]
         cookie = "lang=ru" if n % 7 == 3 else ("lang=xx" if n % 11 == 5 else None)
@@ -100,13 +100,14 @@ def test_hot_path_answers_every_search_as_the_view_does(portal):
         view = _answer(behind, "/search", query=query, accept=accept, cookie=cookie)
         assert ours == view, (query, accept, cookie)
         assert ours[0] == "200 OK"
-        compared += 1
+        with_results += b'class="snippet"' in ours[2]
     assert handed == [], "the hot path handed searches on to the app"
     # The pages were real ones: results with marked snippets, in each language.
     body = _answer(fast, "/search", query="q=soul+music")[2]
     assert b"<mark>" in body and b"Ray Charles" in body
     assert "Поиск".encode() in _answer(fast, "/search", query="q=soul", accept="ru")[2]
-    assert compared > 150
+    # Most comparisons were of result pages with snippets, not of empty ones.
+    assert with_results > 100, with_results
 
 
 def test_requests_for_the_app_are_handed_to_it(portal, cfg):
